@@ -1,0 +1,52 @@
+# capstats: see README.md. `make demo` runs the main job, `make test` all tests.
+GO        ?= go
+PREFIX    ?= /usr/local
+BINARIES  := gatherer node tahoe_stats
+CAPNP_STD  = $(shell $(GO) mod download capnproto.org/go/capnp/v3 && $(GO) list -m -f '{{.Dir}}' capnproto.org/go/capnp/v3)/std
+FUZZTIME  ?= 30s
+
+.PHONY: all build test test-short generate bench demo run install lint fuzz deps clean
+
+all: build
+
+build:
+	@mkdir -p bin
+	$(GO) build -o bin/ $(addprefix ./cmd/,$(BINARIES))
+
+deps:
+	@scripts/ensure-deps.sh
+
+# The whole suite, race detector on. Installs the Debian tools tests need.
+test: deps
+	$(GO) vet ./...
+	$(GO) test -race -timeout 45m ./...
+
+test-short:
+	$(GO) test -short ./...
+
+generate:
+	@command -v capnp >/dev/null || { echo "generate: needs the capnp compiler (apt-get install capnproto)" >&2; exit 1; }
+	capnp compile -I$(CAPNP_STD) -o"$$($(GO) tool -n capnpc-go)":capnp/statsrpc --src-prefix=schema schema/stats.capnp
+
+bench:
+	scripts/bench.sh
+
+demo: build
+	scripts/demo.sh
+
+run: build
+	DEMO_KEEP=1 scripts/demo.sh
+
+install: build
+	install -d $(DESTDIR)$(PREFIX)/bin
+	install -m 0755 $(addprefix bin/,$(BINARIES)) $(DESTDIR)$(PREFIX)/bin/
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed: $$out" >&2; exit 1; fi
+	$(GO) vet ./...
+
+fuzz:
+	scripts/fuzz.sh $(FUZZTIME)
+
+clean:
+	rm -rf bin

@@ -1,0 +1,54 @@
+# capstats wire protocol: a stats gatherer polls providers over Cap'n Proto RPC.
+@0x9b37a505c20c9683;
+
+using Go = import "/go.capnp";
+$Go.package("statsrpc");
+$Go.import("capstats/capnp/statsrpc");
+
+# Tub is the bootstrap interface of every connection. It restores a
+# capability from the unguessable swiss number carried in a furl, so knowing
+# the furl is the authority to use the object.
+interface Tub {
+  # fetch returns the capability registered under swissnum, or fails without
+  # echoing the swissnum back when none is.
+  fetch @0 (swissnum :Text) -> (object :Capability);
+}
+
+# Gatherer is the object a stats gatherer exports under its furl.
+interface Gatherer {
+  # provide hands the gatherer a provider to poll. The gatherer identifies
+  # the node by the authenticated tub ID of the connection, never by anything
+  # the caller claims; nickname is only a label for people ("" when unset).
+  provide @0 (provider :Provider, nickname :Text) -> ();
+}
+
+# Provider is what a node passes to the gatherer; the gatherer polls it.
+interface Provider {
+  # getStats returns the node's counters and current stats.
+  getStats @0 () -> (stats :Stats);
+
+  # ping does nothing; it measures the cost of a bare round trip and can
+  # check that the connection is alive.
+  ping @1 () -> ();
+}
+
+# Stats is one snapshot of a node: the two namespaces of the original.
+struct Stats {
+  # counters are monotonic since the node process started.
+  counters @0 :List(Entry);
+  # stats are instantaneous values read from producers at query time.
+  stats @1 :List(Entry);
+}
+
+# Entry is one named value. The value is a union so that ints stay ints and
+# an undefined value stays null on its way to stats.json.
+struct Entry {
+  # name is dotted, e.g. "storage_server.allocate".
+  name @0 :Text;
+  value :union {
+    # null is a stat with no defined value (e.g. too few samples).
+    null @1 :Void;
+    int @2 :Int64;
+    float @3 :Float64;
+  }
+}
