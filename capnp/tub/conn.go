@@ -1,0 +1,244 @@
+package tub
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"time"
+
+	"capnproto.org/go/capnp/v3"
+	"capnproto.org/go/capnp/v3/rpc"
+	"capnproto.org/go/capnp/v3/rpc/transport"
+)
+
+// Options tune listeners and dialers. The zero value is usable.
+type Options struct {
+	// Logger receives connection events and the RPC system's protocol
+	// errors, which go-capnp drops when no logger is set.
+	Logger *slog.Logger
+	// HandshakeTimeout bounds the TCP connect plus TLS handshake, so that a
+	// client that opens TCP and never speaks is freed. Default 10s.
+	HandshakeTimeout time.Duration
+	// MaxMessageSize bounds one incoming Cap'n Proto message, so that a
+	// hostile peer cannot make this side allocate without bound.
+	// Default DefaultMaxMessageSize.
+	MaxMessageSize uint64
+	// MaxHandshakes bounds concurrent TLS handshakes on a listener, so that
+	// a storm of connections cannot exhaust CPU or memory. Default 64.
+	MaxHandshakes int
+}
+
+// DefaultMaxMessageSize is large enough for a reply of 10,000 entries with
+// long names, small enough that a hostile peer cannot exhaust memory.
+const DefaultMaxMessageSize = 8 << 20
+
+func (o *Options) logger() *slog.Logger {
+	if o == nil || o.Logger == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return o.Logger
+}
+
+func (o *Options) handshakeTimeout() time.Duration {
+	if o == nil || o.HandshakeTimeout <= 0 {
+		return 10 * time.Second
+	}
+	return o.HandshakeTimeout
+}
+
+func (o *Options) maxMessageSize() uint64 {
+	if o == nil || o.MaxMessageSize == 0 {
+		return DefaultMaxMessageSize
+	}
+	return o.MaxMessageSize
+}
+
+func (o *Options) maxHandshakes() int {
+	if o == nil || o.MaxHandshakes <= 0 {
+		return 64
+	}
+	return o.MaxHandshakes
+}
+
+// rpcLogger passes go-capnp's messages to slog one level down: the RPC
+// system reports every peer that hangs up as an error.
+type rpcLogger struct{ l *slog.Logger }
+
+func (r rpcLogger) Debug(msg string, args ...any) { r.l.Debug(msg, args...) }
+func (r rpcLogger) Info(msg string, args ...any)  { r.l.Debug(msg, args...) }
+func (r rpcLogger) Warn(msg string, args ...any)  { r.l.Info(msg, args...) }
+func (r rpcLogger) Error(msg string, args ...any) { r.l.Warn(msg, args...) }
+
+// codec frames Cap'n Proto messages over a TLS stream. It buffers writes so
+// that one message is one TLS record, and caps the size of reads.
+type codec struct {
+	nc  net.Conn
+	dec *capnp.Decoder
+	bw  *bufio.Writer
+	enc *capnp.Encoder
+}
+
+func newCodec(nc net.Conn, maxSize uint64) *codec {
+	dec := capnp.NewDecoder(bufio.NewReaderSize(nc, 16<<10))
+	dec.MaxMessageSize = maxSize
+	bw := bufio.NewWriterSize(nc, 16<<10)
+	return &codec{nc: nc, dec: dec, bw: bw, enc: capnp.NewEncoder(bw)}
+}
+
+func (c *codec) Encode(m *capnp.Message) error {
+	if err := c.enc.Encode(m); err != nil {
+		return err
+	}
+	return c.bw.Flush()
+}
+
+func (c *codec) Decode() (*capnp.Message, error) {
+	m, err := c.dec.Decode()
+	if err != nil {
+		return nil, err
+	}
+	m.TraverseLimit = c.dec.MaxMessageSize * 2
+	return m, nil
+}
+
+func (c *codec) Close() error { return c.nc.Close() }
+
+func newTransport(nc net.Conn, opts *Options) transport.Transport {
+	return transport.New(newCodec(nc, opts.maxMessageSize()))
+}
+
+// peerTubID returns the tub ID of the certificate a peer presented.
+func peerTubID(rawCerts [][]byte) (string, error) {
+	if len(rawCerts) == 0 {
+		return "", errors.New("peer presented no certificate")
+	}
+	cert, err := x509.ParseCertificate(rawCerts[0])
+	if err != nil {
+		return "", fmt.Errorf("peer certificate: %w", err)
+	}
+	return TubIDOf(cert), nil
+}
+
+// TubIDMismatchError means the server at a hint is not the tub the furl
+// names: someone else answered at that address.
+type TubIDMismatchError struct{ Want, Got, Addr string }
+
+func (e *TubIDMismatchError) Error() string {
+	return fmt.Sprintf("tub ID mismatch at %s: furl wants %s, server is %s", e.Addr, e.Want, e.Got)
+}
+
+// Conn is an established connection to a remote tub, with the object that
+// the furl named.
+type Conn struct {
+	rpc    *rpc.Conn
+	nc     net.Conn
+	obj    capnp.Client
+	remote string
+}
+
+// Object returns the capability the furl named. The Conn owns it: AddRef
+// it to keep it past Close.
+func (c *Conn) Object() capnp.Client { return c.obj }
+
+// RemoteTubID returns the authenticated tub ID of the server.
+func (c *Conn) RemoteTubID() string { return c.remote }
+
+// RemoteAddr returns the address that answered.
+func (c *Conn) RemoteAddr() net.Addr { return c.nc.RemoteAddr() }
+
+// Done is closed when the connection ends, from either side.
+func (c *Conn) Done() <-chan struct{} { return c.rpc.Done() }
+
+// Close ends the connection and releases the object.
+func (c *Conn) Close() error {
+	c.obj.Release()
+	err := c.rpc.Close()
+	c.nc.Close()
+	<-c.rpc.Done()
+	return err
+}
+
+// Dial connects to the tub a furl names, trying its hints in order, proves
+// its own identity, checks the server's against the furl's tub ID before any
+// Cap'n Proto traffic, and fetches the object by its swiss number. bootstrap
+// (which may be the zero Client) is offered to the server as this side's
+// bootstrap capability; Dial takes ownership of it.
+func Dial(ctx context.Context, f Furl, id *Identity, bootstrap capnp.Client, opts *Options) (*Conn, error) {
+	if len(f.Hints) == 0 {
+		bootstrap.Release()
+		return nil, errNoHints
+	}
+	var errs []error
+	for _, addr := range f.Hints {
+		nc, err := dialTLS(ctx, addr, f.TubID, id, opts)
+		if err != nil {
+			errs = append(errs, err)
+			if ctx.Err() != nil {
+				break
+			}
+			continue
+		}
+		c, err := fetch(ctx, nc, f, bootstrap, opts)
+		if err != nil {
+			return nil, err
+		}
+		return c, nil
+	}
+	bootstrap.Release()
+	return nil, errors.Join(errs...)
+}
+
+func dialTLS(ctx context.Context, addr, wantTubID string, id *Identity, opts *Options) (*tls.Conn, error) {
+	ctx, cancel := context.WithTimeout(ctx, opts.handshakeTimeout())
+	defer cancel()
+	var mismatch *TubIDMismatchError
+	cfg := &tls.Config{
+		MinVersion:         tls.VersionTLS13,
+		Certificates:       []tls.Certificate{id.tlsCertificate()},
+		InsecureSkipVerify: true, // the tub ID pin below is the verification
+		ServerName:         "capstats",
+		VerifyPeerCertificate: func(raw [][]byte, _ [][]*x509.Certificate) error {
+			got, err := peerTubID(raw)
+			if err != nil {
+				return err
+			}
+			if got != wantTubID {
+				mismatch = &TubIDMismatchError{Want: wantTubID, Got: got, Addr: addr}
+				return mismatch
+			}
+			return nil
+		},
+	}
+	d := &tls.Dialer{Config: cfg}
+	nc, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		if mismatch != nil {
+			return nil, mismatch
+		}
+		return nil, fmt.Errorf("connect %s: %w", addr, err)
+	}
+	return nc.(*tls.Conn), nil
+}
+
+func fetch(ctx context.Context, nc net.Conn, f Furl, bootstrap capnp.Client, opts *Options) (*Conn, error) {
+	conn := rpc.NewConn(newTransport(nc, opts), &rpc.Options{
+		BootstrapClient: bootstrap,
+		Logger:          rpcLogger{opts.logger()},
+	})
+	t := tubClient(conn.Bootstrap(ctx))
+	defer t.Release()
+	fut, release := t.Fetch(ctx, func(p tubFetchParams) error { return p.SetSwissnum(f.Swissnum) })
+	defer release()
+	res, err := fut.Struct()
+	if err != nil {
+		conn.Close()
+		nc.Close()
+		return nil, fmt.Errorf("fetch object from %s: %w", nc.RemoteAddr(), err)
+	}
+	return &Conn{rpc: conn, nc: nc, obj: res.Object().AddRef(), remote: f.TubID}, nil
+}

@@ -1,0 +1,291 @@
+package tub
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"capnproto.org/go/capnp/v3"
+	"capnproto.org/go/capnp/v3/rpc"
+
+	"capstats/capnp/statsrpc"
+)
+
+type (
+	tubClient      = statsrpc.Tub
+	tubFetchParams = statsrpc.Tub_fetch_Params
+)
+
+// Peer is the authenticated far end of an incoming connection. The methods
+// of an exported object find it with PeerFromContext.
+type Peer struct {
+	// TubID is taken from the peer's certificate, never from what it says.
+	TubID      string
+	RemoteAddr net.Addr
+
+	nc   net.Conn
+	done chan struct{}
+}
+
+// Close ends the connection to the peer, for instance when it has stopped
+// answering and no FIN will ever arrive.
+func (p *Peer) Close() error { return p.nc.Close() }
+
+// Done is closed when the connection to the peer has ended.
+func (p *Peer) Done() <-chan struct{} { return p.done }
+
+type peerKey struct{}
+
+// PeerFromContext returns the peer whose call is being served.
+func PeerFromContext(ctx context.Context) (*Peer, bool) {
+	p, ok := ctx.Value(peerKey{}).(*Peer)
+	return p, ok
+}
+
+// Listener accepts mutual-TLS connections and serves each one a Tub
+// bootstrap object that restores registered capabilities by swiss number.
+type Listener struct {
+	ln   net.Listener
+	id   *Identity
+	opts *Options
+
+	mu       sync.RWMutex
+	exported map[[32]byte]export
+	conns    map[*rpc.Conn]struct{}
+	closed   bool
+
+	sem      chan struct{}
+	wg       sync.WaitGroup
+	guesses  atomic.Int64
+	lastWarn atomic.Int64
+}
+
+type export struct {
+	swissnum string
+	client   capnp.Client
+}
+
+// Listen starts accepting connections on addr (host:port).
+func Listen(addr string, id *Identity, opts *Options) (*Listener, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	l := &Listener{
+		ln:       ln,
+		id:       id,
+		opts:     opts,
+		exported: make(map[[32]byte]export),
+		conns:    make(map[*rpc.Conn]struct{}),
+		sem:      make(chan struct{}, opts.maxHandshakes()),
+	}
+	l.wg.Add(1)
+	go l.acceptLoop()
+	return l, nil
+}
+
+// Addr returns the address the listener accepts on.
+func (l *Listener) Addr() net.Addr { return l.ln.Addr() }
+
+// Port returns the TCP port the listener accepts on.
+func (l *Listener) Port() int { return l.ln.Addr().(*net.TCPAddr).Port }
+
+// TubID returns the listener's own tub ID.
+func (l *Listener) TubID() string { return l.id.TubID() }
+
+// Register exports c under a fresh swiss number and returns its furl with
+// the listener's own address as hint. The listener takes ownership of c.
+func (l *Listener) Register(c capnp.Client) Furl {
+	f, _ := l.RegisterAs(NewSwissnum(), c)
+	return f
+}
+
+// RegisterAs exports c under a known swiss number, so that a furl saved
+// earlier stays valid across restarts.
+func (l *Listener) RegisterAs(swissnum string, c capnp.Client) (Furl, error) {
+	if !ValidSwissnum(swissnum) {
+		c.Release()
+		return Furl{}, errors.New("swiss number must be 32 lowercase base32 characters")
+	}
+	l.mu.Lock()
+	l.exported[sha256.Sum256([]byte(swissnum))] = export{swissnum: swissnum, client: c}
+	l.mu.Unlock()
+	return l.FurlFor(swissnum), nil
+}
+
+// FurlFor returns the furl of swissnum with this listener's address as hint.
+func (l *Listener) FurlFor(swissnum string) Furl {
+	return Furl{TubID: l.id.TubID(), Hints: []string{l.ln.Addr().String()}, Swissnum: swissnum}
+}
+
+// lookup finds an export in time that does not depend on how much of a
+// guess is right: the map is keyed by a hash the guesser cannot steer, and
+// the final comparison is constant-time.
+func (l *Listener) lookup(swissnum string) (capnp.Client, bool) {
+	l.mu.RLock()
+	e, ok := l.exported[sha256.Sum256([]byte(swissnum))]
+	l.mu.RUnlock()
+	if !ok || subtle.ConstantTimeCompare([]byte(e.swissnum), []byte(swissnum)) != 1 {
+		return capnp.Client{}, false
+	}
+	return e.client, true
+}
+
+// Close stops accepting, ends every connection and releases the exports.
+func (l *Listener) Close() error {
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return nil
+	}
+	l.closed = true
+	err := l.ln.Close()
+	conns := make([]*rpc.Conn, 0, len(l.conns))
+	for c := range l.conns {
+		conns = append(conns, c)
+	}
+	exports := l.exported
+	l.exported = map[[32]byte]export{}
+	l.mu.Unlock()
+	for _, c := range conns {
+		c.Close()
+	}
+	l.wg.Wait()
+	for _, e := range exports {
+		e.client.Release()
+	}
+	return err
+}
+
+func (l *Listener) acceptLoop() {
+	defer l.wg.Done()
+	log := l.opts.logger()
+	var delay time.Duration
+	for {
+		l.sem <- struct{}{}
+		nc, err := l.ln.Accept()
+		if err != nil {
+			<-l.sem
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			// Out of file descriptors and the like: back off, don't spin.
+			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+			log.Warn("accept failed", "err", err, "retry_in", delay)
+			time.Sleep(delay)
+			continue
+		}
+		delay = 0
+		l.wg.Add(1)
+		go l.serve(nc)
+	}
+}
+
+func (l *Listener) serverTLS() *tls.Config {
+	return &tls.Config{
+		MinVersion:   tls.VersionTLS13,
+		Certificates: []tls.Certificate{l.id.tlsCertificate()},
+		// Any certificate will do: the peer is identified by the hash of
+		// its key, which the TLS 1.3 handshake proves it holds.
+		ClientAuth: tls.RequireAnyClientCert,
+		VerifyPeerCertificate: func(raw [][]byte, _ [][]*x509.Certificate) error {
+			_, err := peerTubID(raw)
+			return err
+		},
+	}
+}
+
+func (l *Listener) serve(raw net.Conn) {
+	defer l.wg.Done()
+	log := l.opts.logger()
+	tc := tls.Server(raw, l.serverTLS())
+	ctx, cancel := context.WithTimeout(context.Background(), l.opts.handshakeTimeout())
+	err := tc.HandshakeContext(ctx)
+	cancel()
+	<-l.sem
+	if err != nil {
+		log.Debug("TLS handshake failed", "remote", raw.RemoteAddr().String(), "err", err)
+		raw.Close()
+		return
+	}
+	peer := &Peer{
+		TubID:      TubIDOf(tc.ConnectionState().PeerCertificates[0]),
+		RemoteAddr: raw.RemoteAddr(),
+		nc:         tc,
+		done:       make(chan struct{}),
+	}
+	peerCtx := context.WithValue(context.Background(), peerKey{}, peer)
+	boot := statsrpc.Tub_ServerToClient(&restorer{l: l, peer: peer})
+	conn := rpc.NewConn(newTransport(tc, l.opts), &rpc.Options{
+		BootstrapClient: capnp.Client(boot),
+		Logger:          rpcLogger{log},
+		BaseContext:     func() context.Context { return peerCtx },
+	})
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		conn.Close()
+		tc.Close()
+		close(peer.done)
+		return
+	}
+	l.conns[conn] = struct{}{}
+	l.mu.Unlock()
+	log.Debug("connection", "peer", peer.TubID, "remote", peer.RemoteAddr.String())
+
+	<-conn.Done()
+	tc.Close()
+	l.mu.Lock()
+	delete(l.conns, conn)
+	l.mu.Unlock()
+	close(peer.done)
+}
+
+// restorer is the bootstrap object of one connection.
+type restorer struct {
+	l    *Listener
+	peer *Peer
+}
+
+// ErrUnknownSwissnum is what a caller of fetch sees for a swiss number that
+// names nothing. It does not repeat the number.
+var ErrUnknownSwissnum = errors.New("no object with that swiss number")
+
+func (r *restorer) Fetch(ctx context.Context, call statsrpc.Tub_fetch) error {
+	swiss, err := call.Args().Swissnum()
+	if err != nil {
+		return err
+	}
+	c, ok := r.l.lookup(swiss)
+	if !ok {
+		r.l.noteGuess(r.peer)
+		return ErrUnknownSwissnum
+	}
+	res, err := call.AllocResults()
+	if err != nil {
+		return err
+	}
+	return res.SetObject(c.AddRef())
+}
+
+// noteGuess logs unknown swiss numbers at most once every ten seconds, so a
+// guesser cannot flood the log.
+func (l *Listener) noteGuess(p *Peer) {
+	n := l.guesses.Add(1)
+	now := time.Now().UnixNano()
+	last := l.lastWarn.Load()
+	if now-last < int64(10*time.Second) || !l.lastWarn.CompareAndSwap(last, now) {
+		return
+	}
+	l.opts.logger().Warn("fetch with an unknown swiss number", "peer", p.TubID, "remote", p.RemoteAddr.String(), "unknown_total", n)
+}
+
+// UnknownSwissnums counts fetches that named no object.
+func (l *Listener) UnknownSwissnums() int64 { return l.guesses.Load() }
