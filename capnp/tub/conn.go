@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"sync/atomic"
 	"time"
 
 	"capnproto.org/go/capnp/v3"
@@ -77,6 +78,8 @@ func (r rpcLogger) Error(msg string, args ...any) { r.l.Warn(msg, args...) }
 // codec frames Cap'n Proto messages over a TLS stream. It buffers writes so
 // that one message is one TLS record, and caps the size of reads.
 type codec struct {
+	readErr atomic.Pointer[error]
+
 	nc  net.Conn
 	dec *capnp.Decoder
 	bw  *bufio.Writer
@@ -100,6 +103,7 @@ func (c *codec) Encode(m *capnp.Message) error {
 func (c *codec) Decode() (*capnp.Message, error) {
 	m, err := c.dec.Decode()
 	if err != nil {
+		c.readErr.CompareAndSwap(nil, &err)
 		return nil, err
 	}
 	m.TraverseLimit = c.dec.MaxMessageSize * 2
@@ -108,8 +112,12 @@ func (c *codec) Decode() (*capnp.Message, error) {
 
 func (c *codec) Close() error { return c.nc.Close() }
 
-func newTransport(nc net.Conn, opts *Options) transport.Transport {
-	return transport.New(newCodec(nc, opts.maxMessageSize()))
+// err returns why reading stopped, if it has.
+func (c *codec) err() error {
+	if p := c.readErr.Load(); p != nil {
+		return *p
+	}
+	return nil
 }
 
 // peerTubID returns the tub ID of the certificate a peer presented.
@@ -226,7 +234,7 @@ func dialTLS(ctx context.Context, addr, wantTubID string, id *Identity, opts *Op
 }
 
 func fetch(ctx context.Context, nc net.Conn, f Furl, bootstrap capnp.Client, opts *Options) (*Conn, error) {
-	conn := rpc.NewConn(newTransport(nc, opts), &rpc.Options{
+	conn := rpc.NewConn(transport.New(newCodec(nc, opts.maxMessageSize())), &rpc.Options{
 		BootstrapClient: bootstrap,
 		Logger:          rpcLogger{opts.logger()},
 	})

@@ -7,6 +7,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"io"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -14,6 +15,7 @@ import (
 
 	"capnproto.org/go/capnp/v3"
 	"capnproto.org/go/capnp/v3/rpc"
+	"capnproto.org/go/capnp/v3/rpc/transport"
 
 	"capstats/capnp/statsrpc"
 )
@@ -30,8 +32,19 @@ type Peer struct {
 	TubID      string
 	RemoteAddr net.Addr
 
-	nc   net.Conn
-	done chan struct{}
+	nc    net.Conn
+	codec *codec
+	done  chan struct{}
+}
+
+// Err says why the connection ended, when it ended on a read error such as
+// a message over the size limit; nil otherwise.
+func (p *Peer) Err() error {
+	err := p.codec.err()
+	if err == nil || errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) {
+		return nil
+	}
+	return err
 }
 
 // Close ends the connection to the peer, for instance when it has stopped
@@ -219,11 +232,12 @@ func (l *Listener) serve(raw net.Conn) {
 		TubID:      TubIDOf(tc.ConnectionState().PeerCertificates[0]),
 		RemoteAddr: raw.RemoteAddr(),
 		nc:         tc,
+		codec:      newCodec(tc, l.opts.maxMessageSize()),
 		done:       make(chan struct{}),
 	}
 	peerCtx := context.WithValue(context.Background(), peerKey{}, peer)
 	boot := statsrpc.Tub_ServerToClient(&restorer{l: l, peer: peer})
-	conn := rpc.NewConn(newTransport(tc, l.opts), &rpc.Options{
+	conn := rpc.NewConn(transport.New(peer.codec), &rpc.Options{
 		BootstrapClient: capnp.Client(boot),
 		Logger:          rpcLogger{log},
 		BaseContext:     func() context.Context { return peerCtx },

@@ -1,0 +1,135 @@
+// Command gatherer runs a capstats stats gatherer: it exports a furl that
+// nodes connect to, polls every node on a timer and writes stats.json.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/alecthomas/kong"
+
+	"capstats/capnp/tub"
+	"capstats/gatherer"
+)
+
+// CLI is the command line; `gatherer --basedir DIR` alone means run.
+type CLI struct {
+	Basedir  string     `help:"Directory holding the gatherer's key, furl and stats.json." required:"" type:"path" env:"CAPSTATS_GATHERER_BASEDIR"`
+	LogLevel slog.Level `help:"Log level: debug, info, warn, error." default:"info" name:"log-level"`
+
+	Create CreateCmd `cmd:"" help:"Create a new gatherer basedir."`
+	Run    RunCmd    `cmd:"" default:"withargs" help:"Run the gatherer (the default command)."`
+	Furl   FurlCmd   `cmd:"" help:"Print the gatherer's furl."`
+}
+
+// CreateCmd makes a basedir.
+type CreateCmd struct {
+	Hostname string `help:"Host name nodes use to reach this gatherer; a free TCP port is picked."`
+	Location string `help:"Connection hints nodes use, e.g. tcp:stats.example.org:3456 (with --port)."`
+	Port     string `help:"Where to listen: tcp:PORT, tcp:PORT:interface=ADDR or PORT (with --location)."`
+}
+
+// RunCmd runs the gatherer.
+type RunCmd struct {
+	Interval   time.Duration `help:"Time between poll rounds." default:"60s"`
+	Timeout    time.Duration `help:"Timeout of one poll (default: the smaller of 30s and --interval)."`
+	WriteAfter time.Duration `help:"Longest a round waits for slow nodes before writing stats.json (default: the smaller of 5s and --timeout)." name:"write-after"`
+	Verbose    bool          `help:"Print connect/disconnect lines and a line per poll round." short:"v"`
+}
+
+// FurlCmd prints the furl.
+type FurlCmd struct{}
+
+func (c *CreateCmd) Run(cli *CLI) error {
+	err := gatherer.Create(cli.Basedir, gatherer.CreateOptions{Hostname: c.Hostname, Location: c.Location, Port: c.Port})
+	if err != nil {
+		return err
+	}
+	fmt.Printf("created gatherer in %s; start it with: gatherer run --basedir %s\n", cli.Basedir, cli.Basedir)
+	return nil
+}
+
+func (c *FurlCmd) Run(cli *CLI) error {
+	b, err := os.ReadFile(filepath.Join(cli.Basedir, gatherer.FurlFile))
+	if err != nil {
+		return fmt.Errorf("no furl yet (run the gatherer once to make it): %w", err)
+	}
+	f, err := tub.ParseFurl(string(trimNL(b)))
+	if err != nil {
+		return fmt.Errorf("%s: %w", filepath.Join(cli.Basedir, gatherer.FurlFile), err)
+	}
+	fmt.Println(f)
+	return nil
+}
+
+func trimNL(b []byte) []byte {
+	for len(b) > 0 && (b[len(b)-1] == '\n' || b[len(b)-1] == '\r' || b[len(b)-1] == ' ') {
+		b = b[:len(b)-1]
+	}
+	return b
+}
+
+func (c *RunCmd) Run(cli *CLI, log *slog.Logger) error {
+	empty, err := gatherer.IsEmptyDir(cli.Basedir)
+	if err != nil {
+		return err
+	}
+	if empty {
+		if err := gatherer.Create(cli.Basedir, gatherer.CreateOptions{Hostname: "127.0.0.1"}); err != nil {
+			return err
+		}
+		log.Warn("created a new gatherer that listens on 127.0.0.1 only; to reach it from other hosts, create one with: gatherer create --basedir DIR --hostname HOST", "basedir", cli.Basedir)
+	}
+	var verbose io.Writer
+	if c.Verbose {
+		verbose = os.Stdout
+	}
+	d, err := gatherer.Start(cli.Basedir, gatherer.Config{
+		Interval:   c.Interval,
+		Timeout:    c.Timeout,
+		WriteAfter: c.WriteAfter,
+		Logger:     log,
+		Verbose:    verbose,
+	}, &tub.Options{Logger: log})
+	if err != nil {
+		return err
+	}
+	fmt.Printf("StatsGatherer: %s\n", d.Furl)
+	log.Info("gatherer running", "tubid", d.Listener.TubID(), "listen", d.Listener.Addr().String(), "interval", c.Interval)
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	err = d.Run(ctx)
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	log.Info("gatherer stopped")
+	return err
+}
+
+func main() {
+	var cli CLI
+	kctx := kong.Parse(&cli,
+		kong.Name("gatherer"),
+		kong.Description("Gather runtime statistics from capstats nodes into stats.json."),
+		kong.UsageOnError(),
+	)
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: cli.LogLevel}))
+	kctx.Bind(log)
+	if err := kctx.Run(&cli); err != nil {
+		fmt.Fprintf(os.Stderr, "gatherer: error: %v\n", err)
+		var ue *gatherer.UsageError
+		if errors.As(err, &ue) {
+			os.Exit(2)
+		}
+		os.Exit(1)
+	}
+}

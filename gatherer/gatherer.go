@@ -1,0 +1,326 @@
+// Package gatherer is the stats gatherer: it accepts providers from nodes,
+// polls every one of them on a timer, and writes the latest sample of each
+// to stats.json once per round.
+package gatherer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+	"unicode"
+
+	"capnproto.org/go/capnp/v3"
+
+	"capstats/capnp/statsrpc"
+	"capstats/capnp/tub"
+	"capstats/stats"
+	"capstats/statsfile"
+	"capstats/wire"
+)
+
+// Config is what a Gatherer needs besides its listener.
+type Config struct {
+	// StatsFile is the path of stats.json.
+	StatsFile string
+	// Interval between poll rounds. Default 60s.
+	Interval time.Duration
+	// Timeout of one getStats call. Default: the smaller of 30s and Interval.
+	Timeout time.Duration
+	// WriteAfter bounds how long a round waits for slow nodes before it
+	// writes the file; answers that come later go into the next write, so a
+	// hung node never holds back the others. Default: the smaller of 5s and
+	// Timeout.
+	WriteAfter time.Duration
+	// MaxTimeouts is how many timeouts in a row close a node's connection:
+	// a peer that vanished without a FIN is otherwise never noticed.
+	// Default 3.
+	MaxTimeouts int
+	// Limits bound what a node's reply may hold.
+	Limits wire.Limits
+	// Logger gets operational logs. Default: discard.
+	Logger *slog.Logger
+	// Verbose, when set, gets the original's connect/disconnect lines and a
+	// line per round.
+	Verbose io.Writer
+	// Now is the clock. Default time.Now.
+	Now func() time.Time
+	// OnPoll, when set, is called after each successful poll with the
+	// node's new sample (for in-memory history). It must not block.
+	OnPoll func(tubID string, at time.Time, snap stats.Snapshot)
+}
+
+func (c *Config) setDefaults() {
+	if c.Interval <= 0 {
+		c.Interval = 60 * time.Second
+	}
+	if c.Timeout <= 0 {
+		c.Timeout = min(30*time.Second, c.Interval)
+	}
+	if c.WriteAfter <= 0 {
+		c.WriteAfter = min(5*time.Second, c.Timeout)
+	}
+	if c.MaxTimeouts <= 0 {
+		c.MaxTimeouts = 3
+	}
+	if c.Limits == (wire.Limits{}) {
+		c.Limits = wire.DefaultLimits
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+}
+
+// node is the gatherer's state for one tub ID.
+type node struct {
+	entry statsfile.Node // what goes into stats.json
+
+	provider statsrpc.Provider // valid while connected
+	peer     *tub.Peer
+	polling  bool
+	timeouts int // in a row
+	errors   int64
+}
+
+// Gatherer polls providers and keeps their latest samples.
+type Gatherer struct {
+	cfg Config
+
+	mu     sync.Mutex
+	nodes  map[string]*node
+	order  []string // tub IDs in first-seen order: the file's order
+	closed bool
+
+	polls   sync.WaitGroup // polls and disconnect watchers in flight
+	metrics Metrics
+}
+
+// New returns a gatherer that starts from the nodes in cfg.StatsFile. A
+// file that exists but cannot be parsed is an error: it is never
+// overwritten, so that it can be restored from a backup or moved aside.
+func New(cfg Config) (*Gatherer, error) {
+	cfg.setDefaults()
+	g := &Gatherer{cfg: cfg, nodes: make(map[string]*node)}
+	f, err := statsfile.Load(cfg.StatsFile)
+	switch {
+	case errors.Is(err, errNotExist):
+	case err != nil:
+		return nil, fmt.Errorf("error while attempting to load stats file %s: %w; restore it from a backup, or move it aside if no backup is available", cfg.StatsFile, err)
+	default:
+		for _, n := range f.Nodes {
+			if _, dup := g.nodes[n.TubID]; dup {
+				continue
+			}
+			n.Up = false
+			g.nodes[n.TubID] = &node{entry: n}
+			g.order = append(g.order, n.TubID)
+		}
+	}
+	return g, nil
+}
+
+// Client returns the Gatherer capability to export under the furl.
+func (g *Gatherer) Client() capnp.Client {
+	return capnp.Client(statsrpc.Gatherer_ServerToClient(provideServer{g}))
+}
+
+type provideServer struct{ g *Gatherer }
+
+// Provide records a node's provider, keyed by the tub ID the connection
+// authenticated, and polls it at once.
+func (s provideServer) Provide(ctx context.Context, call statsrpc.Gatherer_provide) error {
+	peer, ok := tub.PeerFromContext(ctx)
+	if !ok {
+		s.g.cfg.Logger.Warn("provide from an unauthenticated connection refused")
+		return errors.New("provide: connection is not authenticated")
+	}
+	nick, err := call.Args().Nickname()
+	if err != nil {
+		return fmt.Errorf("provide: nickname: %w", err)
+	}
+	prov := call.Args().Provider()
+	if !capnp.Client(prov).IsValid() {
+		return errors.New("provide: no provider")
+	}
+	s.g.provide(peer, cleanNickname(nick), prov.AddRef())
+	return nil
+}
+
+// cleanNickname keeps nicknames printable and short, whatever a node sends.
+func cleanNickname(s string) string {
+	s = strings.ToValidUTF8(s, "\uFFFD")
+	s = strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) {
+			return -1
+		}
+		return r
+	}, s)
+	const maxLen = 128
+	for len(s) > maxLen {
+		_, size := lastRune(s)
+		s = s[:len(s)-size]
+	}
+	return s
+}
+
+func lastRune(s string) (rune, int) {
+	for i := len(s) - 1; i >= 0; i-- {
+		if s[i]&0xC0 != 0x80 {
+			return rune(s[i]), len(s) - i
+		}
+	}
+	return 0, 1
+}
+
+func (g *Gatherer) provide(peer *tub.Peer, nickname string, prov statsrpc.Provider) {
+	g.mu.Lock()
+	if g.closed {
+		g.mu.Unlock()
+		prov.Release()
+		return
+	}
+	n, known := g.nodes[peer.TubID]
+	if !known {
+		n = &node{entry: statsfile.Node{TubID: peer.TubID}}
+		g.nodes[peer.TubID] = n
+		g.order = append(g.order, peer.TubID)
+	}
+	oldPeer, oldProv := n.peer, n.provider
+	samePeer := oldPeer == peer
+	n.peer, n.provider = peer, prov
+	n.entry.Nickname = nickname
+	n.entry.Up = true
+	n.timeouts = 0
+	if !samePeer {
+		g.polls.Add(1)
+	}
+	g.mu.Unlock()
+
+	if oldProv != (statsrpc.Provider{}) {
+		oldProv.Release()
+	}
+	if !samePeer {
+		if oldPeer != nil {
+			// A node has one live connection: the new one replaces it.
+			oldPeer.Close()
+		}
+		g.verbose("connect %q [%s]", nickname, peer.TubID)
+		g.cfg.Logger.Info("node connected", "nickname", nickname, "tubid", peer.TubID, "remote", peer.RemoteAddr.String())
+		go g.watch(n, peer)
+	}
+	g.pollNode(n)
+}
+
+// watch marks a node down when its connection ends.
+func (g *Gatherer) watch(n *node, peer *tub.Peer) {
+	defer g.polls.Done()
+	<-peer.Done()
+	g.mu.Lock()
+	if n.peer != peer {
+		g.mu.Unlock() // replaced by a newer connection
+		return
+	}
+	prov := n.provider
+	n.peer, n.provider = nil, statsrpc.Provider{}
+	n.entry.Up = false
+	if err := peer.Err(); err != nil && n.entry.LastError == "" {
+		n.entry.LastError = "connection lost: " + err.Error()
+	}
+	nick := n.entry.Nickname
+	g.mu.Unlock()
+	prov.Release()
+	g.verbose("disconnect %q [%s]", nick, peer.TubID)
+	g.cfg.Logger.Info("node disconnected", "nickname", nick, "tubid", peer.TubID)
+}
+
+func (g *Gatherer) verbose(format string, args ...any) {
+	if g.cfg.Verbose != nil {
+		fmt.Fprintf(g.cfg.Verbose, format+"\n", args...)
+	}
+}
+
+// pollNode starts one getStats call unless one is already in flight for
+// the node; the returned channel is closed when the call has ended.
+func (g *Gatherer) pollNode(n *node) <-chan struct{} {
+	done := make(chan struct{})
+	g.mu.Lock()
+	if g.closed || n.polling || n.peer == nil {
+		g.mu.Unlock()
+		close(done)
+		return done
+	}
+	n.polling = true
+	prov, peer := n.provider.AddRef(), n.peer
+	g.polls.Add(1)
+	g.mu.Unlock()
+	go func() {
+		defer g.polls.Done()
+		defer close(done)
+		g.poll(n, prov, peer)
+	}()
+	return done
+}
+
+func (g *Gatherer) poll(n *node, prov statsrpc.Provider, peer *tub.Peer) {
+	defer prov.Release()
+	start := g.cfg.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), g.cfg.Timeout)
+	defer cancel()
+	fut, release := prov.GetStats(ctx, nil)
+	var snap stats.Snapshot
+	res, err := fut.Struct()
+	timedOut := ctx.Err() == context.DeadlineExceeded
+	if err == nil {
+		var s statsrpc.Stats
+		if s, err = res.Stats(); err == nil {
+			snap, err = wire.ToSnapshot(s, g.cfg.Limits)
+		}
+	}
+	release()
+	end := g.cfg.Now()
+	if timedOut {
+		err = fmt.Errorf("getStats timed out after %s", g.cfg.Timeout)
+	}
+
+	g.mu.Lock()
+	n.polling = false
+	n.entry.LastPoll = epoch(start)
+	n.entry.PollSeconds = end.Sub(start).Seconds()
+	closeIt := false
+	if err != nil {
+		n.entry.LastError = err.Error()
+		n.errors++
+		if timedOut {
+			n.timeouts++
+			closeIt = n.timeouts >= g.cfg.MaxTimeouts && n.peer == peer
+		} else {
+			n.timeouts = 0
+		}
+	} else {
+		n.timeouts = 0
+		n.entry.LastError = ""
+		n.entry.Timestamp = epoch(end)
+		n.entry.Stats = snap
+	}
+	nick, timeouts := n.entry.Nickname, n.timeouts
+	g.mu.Unlock()
+
+	if err != nil {
+		g.cfg.Logger.Warn("poll failed", "nickname", nick, "tubid", peer.TubID, "err", err)
+	} else if g.cfg.OnPoll != nil {
+		g.cfg.OnPoll(peer.TubID, end, snap)
+	}
+	if closeIt {
+		g.cfg.Logger.Warn("closing connection after repeated timeouts", "nickname", nick, "tubid", peer.TubID, "timeouts", timeouts)
+		peer.Close()
+	}
+}
+
+func epoch(t time.Time) float64 { return float64(t.UnixNano()) / 1e9 }
