@@ -1,0 +1,345 @@
+package node
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"capstats/stats"
+)
+
+func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+// syncBuffer is a bytes.Buffer safe for a logger and a test to share.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func bufLogger(level slog.Level) (*slog.Logger, *syncBuffer) {
+	b := new(syncBuffer)
+	return slog.New(slog.NewTextHandler(b, &slog.HandlerOptions{Level: level})), b
+}
+
+func TestCountConcurrentExactTotal(t *testing.T) {
+	p := NewProvider(&ProviderOptions{Logger: quietLogger()})
+	const goroutines, perG = 8, 20000
+	names := []string{"storage_server.allocate", "storage_server.get", "storage_server.writev"}
+	var wg sync.WaitGroup
+	for g := range goroutines {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range perG {
+				p.Count(names[i%len(names)], 1)
+				p.Count(fmt.Sprintf("own.%d", g), 2) // new names appear while others count
+			}
+		}()
+	}
+	wg.Wait()
+	c := p.Snapshot(context.Background()).Counters
+	var total int64
+	for _, n := range names {
+		total += c[n].Int()
+	}
+	if total != goroutines*perG {
+		t.Fatalf("total %d, want %d (%v)", total, goroutines*perG, c)
+	}
+	for g := range goroutines {
+		if got := c[fmt.Sprintf("own.%d", g)]; got != stats.Int(2*perG) {
+			t.Fatalf("own.%d = %v, want %d", g, got, 2*perG)
+		}
+	}
+	if got := c[ProducerErrorsCounter]; got != stats.Int(0) {
+		t.Fatalf("%s = %v, want 0", ProducerErrorsCounter, got)
+	}
+}
+
+func TestCountSeenNameAllocatesNothing(t *testing.T) {
+	p := NewProvider(nil)
+	p.Count("a.b", 1)
+	if n := testing.AllocsPerRun(1000, func() { p.Count("a.b", 1) }); n != 0 {
+		t.Fatalf("Count allocates %v per call for a name already seen", n)
+	}
+}
+
+func TestRegisterRejectsNil(t *testing.T) {
+	p := NewProvider(nil)
+	var nilMon *LoadMonitor
+	for _, pr := range []Producer{nil, ProducerFunc(nil), nilMon} {
+		if err := p.Register(pr); !errors.Is(err, ErrNilProducer) {
+			t.Errorf("Register(%#v) = %v, want ErrNilProducer", pr, err)
+		}
+	}
+	if err := p.Register(ProducerFunc(func() stats.Map { return nil })); err != nil {
+		t.Fatalf("Register(func) = %v", err)
+	}
+}
+
+func TestMergeOrderLaterWins(t *testing.T) {
+	p := NewProvider(nil)
+	fixed := func(m stats.Map) Producer { return ProducerFunc(func() stats.Map { return m }) }
+	must(t, p.Register(fixed(stats.Map{"a": stats.Int(1), "b": stats.Int(1)})))
+	must(t, p.Register(fixed(stats.Map{"b": stats.Int(2), "c": stats.Null()})))
+	must(t, p.Register(fixed(nil)))
+	must(t, p.Register(fixed(stats.Map{"c": stats.Float(0.5)})))
+	got := p.Snapshot(context.Background()).Stats
+	want := stats.Map{"a": stats.Int(1), "b": stats.Int(2), "c": stats.Float(0.5)}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("stats %v, want %v", got, want)
+	}
+}
+
+func must(t testing.TB, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestFailingProducers(t *testing.T) {
+	log, logs := bufLogger(slog.LevelDebug)
+	const timeout = 100 * time.Millisecond
+	p := NewProvider(&ProviderOptions{Logger: log, ProducerTimeout: timeout})
+	release := make(chan struct{})
+	var blockedCalls atomic.Int32
+	must(t, p.Register(ProducerFunc(func() stats.Map { return stats.Map{"ok.first": stats.Int(1)} })))
+	must(t, p.Register(ProducerFunc(func() stats.Map { panic("producer bug") })))
+	must(t, p.Register(ProducerFunc(func() stats.Map {
+		blockedCalls.Add(1)
+		<-release
+		return stats.Map{"slow.value": stats.Int(7)}
+	})))
+	must(t, p.Register(ProducerFunc(func() stats.Map { return stats.Map{"ok.last": stats.Int(2)} })))
+	defer close(release)
+
+	check := func(round int, maxTook time.Duration, wantErrors int64, wantSlow bool) {
+		t.Helper()
+		start := time.Now()
+		s := p.Snapshot(context.Background())
+		took := time.Since(start)
+		if took > maxTook {
+			t.Errorf("round %d: snapshot took %v, want at most %v", round, took, maxTook)
+		}
+		if s.Stats["ok.first"] != stats.Int(1) || s.Stats["ok.last"] != stats.Int(2) {
+			t.Errorf("round %d: healthy producers missing: %v", round, s.Stats)
+		}
+		if _, ok := s.Stats["slow.value"]; ok != wantSlow {
+			t.Errorf("round %d: slow.value present=%v, want %v", round, ok, wantSlow)
+		}
+		if got := s.Counters[ProducerErrorsCounter]; got != stats.Int(wantErrors) {
+			t.Errorf("round %d: %s = %v, want %d", round, ProducerErrorsCounter, got, wantErrors)
+		}
+	}
+	// Round 1 waits for the blocked producer up to the timeout.
+	check(1, timeout+time.Second, 2, false)
+	// Round 2 skips it at once: its first call is still running.
+	before := runtime.NumGoroutine()
+	check(2, timeout/2+time.Second/2, 4, false)
+	check(3, timeout/2+time.Second/2, 6, false)
+	if n := blockedCalls.Load(); n != 1 {
+		t.Errorf("blocked producer called %d times while stuck, want 1", n)
+	}
+	if after := runtime.NumGoroutine(); after > before+1 {
+		t.Errorf("goroutines grew from %d to %d while a producer is stuck", before, after)
+	}
+	out := logs.String()
+	for _, want := range []string{"panic: producer bug", "no answer within 100ms", "still running"} {
+		if !bytes.Contains([]byte(out), []byte(want)) {
+			t.Errorf("log lacks %q:\n%s", want, out)
+		}
+	}
+	// One warning per failing producer; repeats are debug lines.
+	if n := bytes.Count([]byte(out), []byte("level=WARN")); n != 2 {
+		t.Errorf("%d warnings, want 2:\n%s", n, out)
+	}
+}
+
+func TestBlockedProducerRecovers(t *testing.T) {
+	p := NewProvider(&ProviderOptions{Logger: quietLogger(), ProducerTimeout: 50 * time.Millisecond})
+	release := make(chan struct{})
+	must(t, p.Register(ProducerFunc(func() stats.Map {
+		select {
+		case <-release:
+		default:
+			<-release
+		}
+		return stats.Map{"slow.value": stats.Int(7)}
+	})))
+	if s := p.Snapshot(context.Background()); s.Counters[ProducerErrorsCounter] != stats.Int(1) {
+		t.Fatalf("first snapshot: %v", s)
+	}
+	close(release)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		s := p.Snapshot(context.Background())
+		if s.Stats["slow.value"] == stats.Int(7) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("producer never answered again: %v", s)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestSnapshotHonoursContext(t *testing.T) {
+	p := NewProvider(&ProviderOptions{Logger: quietLogger(), ProducerTimeout: time.Hour})
+	release := make(chan struct{})
+	defer close(release)
+	must(t, p.Register(ProducerFunc(func() stats.Map { <-release; return nil })))
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	s := p.Snapshot(ctx)
+	if took := time.Since(start); took > 2*time.Second {
+		t.Fatalf("snapshot took %v past a 50ms context", took)
+	}
+	if s.Counters[ProducerErrorsCounter] != stats.Int(1) {
+		t.Fatalf("abandoned producer not counted: %v", s.Counters)
+	}
+}
+
+// Concurrent snapshots share a producer call that is within its time
+// instead of counting it as stuck.
+func TestConcurrentSnapshotsShareCall(t *testing.T) {
+	p := NewProvider(&ProviderOptions{Logger: quietLogger(), ProducerTimeout: 5 * time.Second})
+	var calls atomic.Int32
+	entered := make(chan struct{})
+	release := make(chan struct{})
+	must(t, p.Register(ProducerFunc(func() stats.Map {
+		if calls.Add(1) == 1 {
+			close(entered)
+			<-release
+		}
+		return stats.Map{"v": stats.Int(1)}
+	})))
+	results := make(chan stats.Snapshot, 2)
+	go func() { results <- p.Snapshot(context.Background()) }()
+	<-entered
+	go func() { results <- p.Snapshot(context.Background()) }()
+	time.Sleep(20 * time.Millisecond) // let the second snapshot join
+	close(release)
+	for range 2 {
+		s := <-results
+		if s.Stats["v"] != stats.Int(1) || s.Counters[ProducerErrorsCounter] != stats.Int(0) {
+			t.Fatalf("snapshot %v", s)
+		}
+	}
+	if n := calls.Load(); n != 1 {
+		t.Fatalf("producer called %d times, want 1", n)
+	}
+}
+
+func BenchmarkCount(b *testing.B) {
+	p := NewProvider(nil)
+	for i := range 20 {
+		p.Count(fmt.Sprintf("storage_server.counter%d", i), 1)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		p.Count("storage_server.counter7", 1)
+	}
+}
+
+func BenchmarkCountParallel(b *testing.B) {
+	p := NewProvider(nil)
+	for i := range 20 {
+		p.Count(fmt.Sprintf("storage_server.counter%d", i), 1)
+	}
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			p.Count("storage_server.counter7", 1)
+		}
+	})
+}
+
+func BenchmarkAtomicAdd(b *testing.B) {
+	var n int64
+	b.ReportAllocs()
+	for b.Loop() {
+		atomic.AddInt64(&n, 1)
+	}
+}
+
+func BenchmarkAtomicAddParallel(b *testing.B) {
+	var n int64
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			atomic.AddInt64(&n, 1)
+		}
+	})
+}
+
+func BenchmarkSnapshot(b *testing.B) {
+	p := NewProvider(nil)
+	for i := range 50 {
+		p.Count(fmt.Sprintf("storage_server.counter%d", i), 1)
+	}
+	must(b, p.Register(Uptime(nil)))
+	must(b, p.Register(NewCPUMonitor(nil)))
+	b.ReportAllocs()
+	for b.Loop() {
+		p.Snapshot(context.Background())
+	}
+}
+
+func BenchmarkCounterHandleParallel(b *testing.B) {
+	p := NewProvider(nil)
+	c := p.Counter("storage_server.counter7")
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			c.Add(1)
+		}
+	})
+}
+
+// Each goroutine counts its own name, the common case of unrelated events
+// on different goroutines; compare BenchmarkAtomicAddParallelOwn.
+func BenchmarkCountParallelOwnName(b *testing.B) {
+	p := NewProvider(nil)
+	var next atomic.Int32
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		name := fmt.Sprintf("storage_server.counter%d", next.Add(1))
+		p.Count(name, 1)
+		for pb.Next() {
+			p.Count(name, 1)
+		}
+	})
+}
+
+func BenchmarkAtomicAddParallelOwn(b *testing.B) {
+	var next atomic.Int32
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		n := new(int64) // its own allocation, like a counter
+		next.Add(1)
+		for pb.Next() {
+			atomic.AddInt64(n, 1)
+		}
+	})
+}
