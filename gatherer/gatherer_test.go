@@ -1,0 +1,477 @@
+package gatherer
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"capnproto.org/go/capnp/v3"
+
+	"capstats/capnp/statsrpc"
+	"capstats/capnp/tub"
+	"capstats/stats"
+	"capstats/statsfile"
+	"capstats/wire"
+)
+
+// fakeNode is a provider over a real TLS connection whose answers a test
+// scripts.
+type fakeNode struct {
+	id    *tub.Identity
+	conn  *tub.Conn
+	calls atomic.Int64
+	// answer builds the reply; nil means hang until the call is cancelled.
+	mu     sync.Mutex
+	answer func(statsrpc.Provider_getStats) error
+}
+
+func (f *fakeNode) setAnswer(a func(statsrpc.Provider_getStats) error) {
+	f.mu.Lock()
+	f.answer = a
+	f.mu.Unlock()
+}
+
+func (f *fakeNode) GetStats(ctx context.Context, call statsrpc.Provider_getStats) error {
+	f.calls.Add(1)
+	f.mu.Lock()
+	a := f.answer
+	f.mu.Unlock()
+	if a == nil {
+		call.Go()
+		<-ctx.Done()
+		return ctx.Err()
+	}
+	return a(call)
+}
+
+func (f *fakeNode) Ping(context.Context, statsrpc.Provider_ping) error { return nil }
+
+func answerWith(s stats.Snapshot) func(statsrpc.Provider_getStats) error {
+	return func(call statsrpc.Provider_getStats) error {
+		res, err := call.AllocResults()
+		if err != nil {
+			return err
+		}
+		st, err := res.NewStats()
+		if err != nil {
+			return err
+		}
+		return wire.FromSnapshot(s, st)
+	}
+}
+
+var sample = stats.Snapshot{
+	Counters: stats.Map{"storage_server.allocate": stats.Int(12)},
+	Stats: stats.Map{
+		"load_monitor.avg_load": stats.Float(0.5),
+		"node.uptime":           stats.Int(42),
+		"storage_server.latencies.get.99_9_percentile": stats.Null(),
+	},
+}
+
+// connect dials the gatherer as a node would and calls provide.
+func connect(t *testing.T, furl tub.Furl, nickname string, answer func(statsrpc.Provider_getStats) error) *fakeNode {
+	t.Helper()
+	id, err := tub.NewIdentity()
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &fakeNode{id: id, answer: answer}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	conn, err := tub.Dial(ctx, furl, id, capnp.Client{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.conn = conn
+	t.Cleanup(func() { conn.Close() })
+	prov := statsrpc.Provider_ServerToClient(f)
+	_, rel := statsrpc.Gatherer(conn.Object()).Provide(ctx, func(p statsrpc.Gatherer_provide_Params) error {
+		if err := p.SetNickname(nickname); err != nil {
+			return err
+		}
+		return p.SetProvider(prov)
+	})
+	rel()
+	return f
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// startDaemon creates and starts a gatherer in a temp basedir, running
+// rounds in the background until the test ends.
+func startDaemon(t *testing.T, cfg Config) (*Daemon, *syncBuffer) {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "g")
+	if err := Create(dir, CreateOptions{Hostname: "127.0.0.1"}); err != nil {
+		t.Fatal(err)
+	}
+	verbose := &syncBuffer{}
+	cfg.Verbose = verbose
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.NewTextHandler(verbose, nil))
+	}
+	d, err := Start(dir, cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { d.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done; d.Close() })
+	return d, verbose
+}
+
+// waitFor polls cond until it holds or the bound runs out.
+func waitFor(t *testing.T, what string, within time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", within, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func readStats(t *testing.T, path string) map[string]map[string]any {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil
+	}
+	var m map[string]map[string]any
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.UseNumber()
+	if err := dec.Decode(&m); err != nil {
+		t.Fatalf("stats.json does not parse: %v\n%s", err, b)
+	}
+	return m
+}
+
+func TestProviderAppearsWithExactShape(t *testing.T) {
+	d, _ := startDaemon(t, Config{Interval: time.Second})
+	n := connect(t, d.Furl, "storage 1", answerWith(sample))
+	var entry map[string]any
+	waitFor(t, "node in stats.json", 10*time.Second, func() bool {
+		entry = readStats(t, d.cfg.StatsFile)[n.id.TubID()]
+		return entry != nil && entry["timestamp"] != nil && entry["timestamp"] != json.Number("0")
+	})
+	raw, _ := os.ReadFile(d.cfg.StatsFile)
+	for _, want := range []string{
+		`"storage_server.allocate":12`, `"load_monitor.avg_load":0.5`, `"node.uptime":42`,
+		`"storage_server.latencies.get.99_9_percentile":null`, `"nickname":"storage 1"`, `"up":true`,
+	} {
+		if !bytes.Contains(bytes.ReplaceAll(raw, []byte(" "), nil), []byte(strings.ReplaceAll(want, " ", ""))) {
+			t.Errorf("stats.json lacks %s:\n%s", want, raw)
+		}
+	}
+	keys := []string{"timestamp", "nickname", "stats", "up", "last_poll", "last_error", "poll_seconds"}
+	for _, k := range keys {
+		if _, ok := entry[k]; !ok {
+			t.Errorf("entry lacks %q: %v", k, entry)
+		}
+	}
+	st := entry["stats"].(map[string]any)
+	if len(st) != 2 || st["counters"] == nil || st["stats"] == nil {
+		t.Errorf("stats has keys %v, want counters and stats", st)
+	}
+	if ts, _ := entry["timestamp"].(json.Number).Float64(); time.Since(time.Unix(int64(ts), 0)) > time.Minute {
+		t.Errorf("timestamp %v is not recent", ts)
+	}
+}
+
+func TestHungProviderDoesNotDelayOthers(t *testing.T) {
+	d, verbose := startDaemon(t, Config{Interval: time.Second, Timeout: 700 * time.Millisecond, WriteAfter: 300 * time.Millisecond})
+	healthy := connect(t, d.Furl, "healthy", answerWith(sample))
+	hung := connect(t, d.Furl, "hung", nil)
+
+	waitFor(t, "healthy written while hung is in flight", 10*time.Second, func() bool {
+		m := readStats(t, d.cfg.StatsFile)
+		h := m[healthy.id.TubID()]
+		return h != nil && h["last_error"] == "" && h["timestamp"] != json.Number("0")
+	})
+	waitFor(t, "hung node marked with the timeout", 10*time.Second, func() bool {
+		e := readStats(t, d.cfg.StatsFile)[hung.id.TubID()]
+		return e != nil && strings.Contains(e["last_error"].(string), "timed out")
+	})
+	// Three timeouts in a row close the connection; the node side sees it.
+	select {
+	case <-hung.conn.Done():
+	case <-time.After(15 * time.Second):
+		t.Fatal("hung node's connection was not closed after repeated timeouts")
+	}
+	waitFor(t, "hung node marked down", 10*time.Second, func() bool {
+		e := readStats(t, d.cfg.StatsFile)[hung.id.TubID()]
+		return e != nil && e["up"] == false
+	})
+	if !strings.Contains(verbose.String(), `disconnect "hung" [`+hung.id.TubID()+`]`) {
+		t.Errorf("no disconnect line for the hung node in:\n%s", verbose)
+	}
+	if got := hung.calls.Load(); got < 3 {
+		t.Errorf("hung node was called %d times, want >= 3", got)
+	}
+	// The healthy node kept being polled all along.
+	if e := readStats(t, d.cfg.StatsFile)[healthy.id.TubID()]; e["up"] != true || e["last_error"] != "" {
+		t.Errorf("healthy node: %v", e)
+	}
+}
+
+func TestDisconnectMarksDown(t *testing.T) {
+	d, verbose := startDaemon(t, Config{Interval: time.Second})
+	n := connect(t, d.Furl, "leaver", answerWith(sample))
+	waitFor(t, "connect line", 10*time.Second, func() bool {
+		return strings.Contains(verbose.String(), `connect "leaver" [`+n.id.TubID()+`]`)
+	})
+	waitFor(t, "node up", 10*time.Second, func() bool {
+		e := readStats(t, d.cfg.StatsFile)[n.id.TubID()]
+		return e != nil && e["up"] == true
+	})
+	n.conn.Close()
+	waitFor(t, "node down", 10*time.Second, func() bool {
+		e := readStats(t, d.cfg.StatsFile)[n.id.TubID()]
+		return e != nil && e["up"] == false
+	})
+	if !strings.Contains(verbose.String(), `disconnect "leaver" [`+n.id.TubID()+`]`) {
+		t.Errorf("no disconnect line in:\n%s", verbose)
+	}
+	// The entry and its last sample stay: entries are never dropped.
+	e := readStats(t, d.cfg.StatsFile)[n.id.TubID()]
+	if e["stats"].(map[string]any)["counters"].(map[string]any)["storage_server.allocate"] != json.Number("12") {
+		t.Errorf("last sample lost: %v", e)
+	}
+}
+
+func TestReconnectReplacesOldConnection(t *testing.T) {
+	d, _ := startDaemon(t, Config{Interval: time.Second})
+	first := connect(t, d.Furl, "one", answerWith(sample))
+	// Same identity, second connection.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	conn, err := tub.Dial(ctx, d.Furl, first.id, capnp.Client{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	second := &fakeNode{id: first.id, answer: answerWith(sample)}
+	_, rel := statsrpc.Gatherer(conn.Object()).Provide(ctx, func(p statsrpc.Gatherer_provide_Params) error {
+		p.SetNickname("two")
+		return p.SetProvider(statsrpc.Provider_ServerToClient(second))
+	})
+	rel()
+	select {
+	case <-first.conn.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("old connection not closed when the same tub ID connected again")
+	}
+	waitFor(t, "second connection polled", 10*time.Second, func() bool {
+		e := readStats(t, d.cfg.StatsFile)[first.id.TubID()]
+		return second.calls.Load() > 0 && e != nil && e["nickname"] == "two" && e["up"] == true
+	})
+	if n := len(readStats(t, d.cfg.StatsFile)); n != 1 {
+		t.Errorf("%d entries, want 1 per tub ID", n)
+	}
+}
+
+func TestBadRepliesRecordedNodeStaysPolled(t *testing.T) {
+	d, _ := startDaemon(t, Config{Interval: 500 * time.Millisecond})
+	tooMany := stats.Snapshot{Counters: stats.Map{}, Stats: stats.Map{}}
+	for i := 0; i < 10001; i++ {
+		tooMany.Counters[string(rune('a'+i%26))+strings.Repeat("x", i/26)+".c"] = stats.Int(int64(i))
+	}
+	badName := stats.Snapshot{Stats: stats.Map{"bad\xffname": stats.Int(1)}}
+	ctrlName := stats.Snapshot{Stats: stats.Map{"bell\x07": stats.Int(1)}}
+	longName := stats.Snapshot{Stats: stats.Map{strings.Repeat("n", 300): stats.Int(1)}}
+	n := connect(t, d.Furl, "bad", answerWith(tooMany))
+	for _, c := range []struct {
+		snap stats.Snapshot
+		want string
+	}{
+		{tooMany, "limit is 10000"},
+		{badName, "UTF-8"},
+		{ctrlName, "control character"},
+		{longName, "limit is 256"},
+	} {
+		n.setAnswer(answerWith(c.snap))
+		waitFor(t, "error "+c.want, 10*time.Second, func() bool {
+			e := readStats(t, d.cfg.StatsFile)[n.id.TubID()]
+			return e != nil && strings.Contains(e["last_error"].(string), c.want)
+		})
+	}
+	// Still connected and polled: a good reply clears the error.
+	n.setAnswer(answerWith(sample))
+	waitFor(t, "recovery", 10*time.Second, func() bool {
+		e := readStats(t, d.cfg.StatsFile)[n.id.TubID()]
+		return e != nil && e["last_error"] == "" && e["up"] == true
+	})
+	select {
+	case <-n.conn.Done():
+		t.Fatal("a bad reply closed the connection")
+	default:
+	}
+}
+
+func TestOversizedMessageClosesOnlyThatNode(t *testing.T) {
+	d, _ := startDaemon(t, Config{Interval: 500 * time.Millisecond})
+	good := connect(t, d.Furl, "good", answerWith(sample))
+	huge := stats.Snapshot{Stats: stats.Map{}}
+	for i := 0; i < 40000; i++ {
+		huge.Stats[strings.Repeat("h", 200)+string(rune('a'+i%26))+strings.Repeat("y", i/26)] = stats.Int(1)
+	}
+	bad := connect(t, d.Furl, "huge", answerWith(huge))
+	select {
+	case <-bad.conn.Done():
+	case <-time.After(15 * time.Second):
+		t.Fatal("a reply over the message limit did not end the connection")
+	}
+	waitFor(t, "error recorded", 10*time.Second, func() bool {
+		e := readStats(t, d.cfg.StatsFile)[bad.id.TubID()]
+		return e != nil && e["up"] == false && e["last_error"] != ""
+	})
+	goodCalls := good.calls.Load()
+	waitFor(t, "good node still polled", 10*time.Second, func() bool { return good.calls.Load() > goodCalls+1 })
+}
+
+func TestNaNBecomesNull(t *testing.T) {
+	d, _ := startDaemon(t, Config{Interval: 500 * time.Millisecond})
+	n := connect(t, d.Furl, "nan", func(call statsrpc.Provider_getStats) error {
+		res, _ := call.AllocResults()
+		st, _ := res.NewStats()
+		l, _ := st.NewStats(2)
+		l.At(0).SetName("a.nan")
+		l.At(0).Value().SetFloat(nan())
+		l.At(1).SetName("b.inf")
+		l.At(1).Value().SetFloat(inf())
+		_, err := st.NewCounters(0)
+		return err
+	})
+	waitFor(t, "NaN written as null", 10*time.Second, func() bool {
+		e := readStats(t, d.cfg.StatsFile)[n.id.TubID()]
+		if e == nil {
+			return false
+		}
+		s := e["stats"].(map[string]any)["stats"].(map[string]any)
+		v, ok := s["a.nan"]
+		w, ok2 := s["b.inf"]
+		return ok && ok2 && v == nil && w == nil
+	})
+}
+
+func TestUnwritableDirKeepsOldFile(t *testing.T) {
+	if _, err := exec.LookPath("chattr"); err != nil {
+		t.Skip("needs chattr (e2fsprogs) to make a directory unwritable for root")
+	}
+	var logs syncBuffer
+	d, _ := startDaemon(t, Config{Interval: 300 * time.Millisecond, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	connect(t, d.Furl, "n", answerWith(sample))
+	waitFor(t, "first write", 10*time.Second, func() bool { return len(readStats(t, d.cfg.StatsFile)) == 1 })
+	before, _ := os.ReadFile(d.cfg.StatsFile)
+	dir := filepath.Dir(d.cfg.StatsFile)
+	if out, err := exec.Command("chattr", "+i", dir).CombinedOutput(); err != nil {
+		t.Skipf("chattr +i not supported here: %v %s", err, out)
+	}
+	defer exec.Command("chattr", "-i", dir).Run()
+	fails := d.Metrics().WriteFailures.Load()
+	waitFor(t, "a failed write", 10*time.Second, func() bool { return d.Metrics().WriteFailures.Load() > fails+1 })
+	now, _ := os.ReadFile(d.cfg.StatsFile)
+	if !bytes.Equal(before, now) {
+		t.Fatal("stats.json changed while its directory was unwritable")
+	}
+	if !strings.Contains(logs.String(), "writing stats file failed") {
+		t.Errorf("no log line for the failed write:\n%s", logs.String())
+	}
+	exec.Command("chattr", "-i", dir).Run()
+	writes := d.Metrics().Writes.Load()
+	waitFor(t, "writes resume", 10*time.Second, func() bool { return d.Metrics().Writes.Load() > writes })
+	matches, _ := filepath.Glob(filepath.Join(dir, ".tmp-*"))
+	if len(matches) != 0 {
+		t.Errorf("temp files left: %v", matches)
+	}
+}
+
+func TestGoroutinesReturnAfterChurn(t *testing.T) {
+	d, _ := startDaemon(t, Config{Interval: 200 * time.Millisecond})
+	connect(t, d.Furl, "warm", answerWith(sample)).conn.Close()
+	time.Sleep(300 * time.Millisecond)
+	base := runtime.NumGoroutine()
+	for i := 0; i < 100; i++ {
+		n := connect(t, d.Furl, "churn", answerWith(sample))
+		n.conn.Close()
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for runtime.NumGoroutine() > base+3 {
+		if time.Now().After(deadline) {
+			buf := make([]byte, 1<<20)
+			t.Fatalf("goroutines %d, baseline %d\n%s", runtime.NumGoroutine(), base, buf[:runtime.Stack(buf, true)])
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func TestCorruptStatsFileRefused(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "stats.json")
+	corrupt := []byte(`{"abc": {"timestamp": 1, "nickname": "x", "stats": {`)
+	os.WriteFile(path, corrupt, 0o644)
+	_, err := New(Config{StatsFile: path})
+	if err == nil || !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), "backup") {
+		t.Fatalf("err = %v, want one naming %s and suggesting a backup", err, path)
+	}
+	if b, _ := os.ReadFile(path); !bytes.Equal(b, corrupt) {
+		t.Fatal("corrupt file was changed")
+	}
+}
+
+func TestLoadKeepsOrderAndMarksDown(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "stats.json")
+	orig := `{"zzzz` + strings.Repeat("a", 28) + `": {"timestamp": 1.5, "nickname": "z", "stats": {"counters": {}, "stats": {}}},` +
+		` "aaaa` + strings.Repeat("a", 28) + `": {"timestamp": 2, "nickname": "a", "stats": {"counters": {"c": 1}, "stats": {"s": null}}, "up": true}}`
+	os.WriteFile(path, []byte(orig), 0o644)
+	g, err := New(Config{StatsFile: path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := g.File()
+	if len(f.Nodes) != 2 || f.Nodes[0].Nickname != "z" || f.Nodes[1].Nickname != "a" {
+		t.Fatalf("order not kept: %+v", f.Nodes)
+	}
+	if f.Nodes[1].Up {
+		t.Error("a loaded node is up before it connects")
+	}
+	if err := g.Write(); err != nil {
+		t.Fatal(err)
+	}
+	back, err := statsfile.Load(path)
+	if err != nil || back.Nodes[1].Stats.Counters["c"] != stats.Int(1) {
+		t.Fatalf("reload: %v %+v", err, back)
+	}
+}
+
+func nan() float64 { z := 0.0; return z / z }
+func inf() float64 { z := 0.0; return 1 / z }
