@@ -324,3 +324,27 @@ func (g *Gatherer) poll(n *node, prov statsrpc.Provider, peer *tub.Peer) {
 }
 
 func epoch(t time.Time) float64 { return float64(t.UnixNano()) / 1e9 }
+
+// PollErrors returns how many polls of the node with tubID have failed
+// since the gatherer started.
+func (g *Gatherer) PollErrors(tubID string) int64 {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if n, ok := g.nodes[tubID]; ok {
+		return n.errors
+	}
+	return 0
+}
+
+// Connected returns how many nodes are connected now.
+func (g *Gatherer) Connected() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	c := 0
+	for _, n := range g.nodes {
+		if n.peer != nil {
+			c++
+		}
+	}
+	return c
+}
