@@ -78,6 +78,9 @@ func trimNL(b []byte) []byte {
 }
 
 func (c *RunCmd) Run(cli *CLI, log *slog.Logger) error {
+	// Before anything is printed: whoever reads the furl may signal at once.
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
 	empty, err := gatherer.IsEmptyDir(cli.Basedir)
 	if err != nil {
 		return err
@@ -105,8 +108,6 @@ func (c *RunCmd) Run(cli *CLI, log *slog.Logger) error {
 	fmt.Printf("StatsGatherer: %s\n", d.Furl)
 	log.Info("gatherer running", "tubid", d.Listener.TubID(), "listen", d.Listener.Addr().String(), "interval", c.Interval)
 
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
 	err = d.Run(ctx)
 	if cerr := d.Close(); err == nil {
 		err = cerr

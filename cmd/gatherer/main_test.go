@@ -1,0 +1,246 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"capstats/internal/testbin"
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	testbin.Cleanup()
+	os.Exit(code)
+}
+
+func run(t *testing.T, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, testbin.Build(t, "gatherer"), args...)
+	var o, e bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &o, &e
+	err := cmd.Run()
+	code = 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return o.String(), e.String(), code
+}
+
+// daemon is a running `gatherer run`.
+type daemon struct {
+	cmd    *exec.Cmd
+	furl   string
+	stderr *bytes.Buffer
+	lines  chan string
+}
+
+func startRun(t *testing.T, args ...string) *daemon {
+	t.Helper()
+	cmd := exec.Command(testbin.Build(t, "gatherer"), args...)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := &daemon{cmd: cmd, stderr: &bytes.Buffer{}, lines: make(chan string, 1000)}
+	cmd.Stderr = d.stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			select {
+			case d.lines <- sc.Text():
+			default:
+			}
+		}
+		close(d.lines)
+	}()
+	select {
+	case line, ok := <-d.lines:
+		if !ok || !strings.HasPrefix(line, "StatsGatherer: capnp://") {
+			cmd.Wait()
+			t.Fatalf("first line %q, want StatsGatherer: <furl>; stderr:\n%s", line, d.stderr)
+		}
+		d.furl = strings.TrimPrefix(line, "StatsGatherer: ")
+	case <-time.After(20 * time.Second):
+		t.Fatal("gatherer printed no furl within 20s")
+	}
+	return d
+}
+
+// stop sends SIGTERM and expects a clean exit.
+func (d *daemon) stop(t *testing.T) {
+	t.Helper()
+	d.cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan error, 1)
+	go func() { done <- d.cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("gatherer exited with %v after SIGTERM; stderr:\n%s", err, d.stderr)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("gatherer did not exit within 20s of SIGTERM")
+	}
+}
+
+func TestCreateRunRestartSameFurl(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "g")
+	out, errOut, code := run(t, "create", "--basedir", dir, "--hostname", "127.0.0.1")
+	if code != 0 {
+		t.Fatalf("create: exit %d: %s", code, errOut)
+	}
+	if !strings.Contains(out, dir) {
+		t.Errorf("create said %q", out)
+	}
+	for _, f := range []string{"private/gatherer.pem", "location", "port"} {
+		if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
+			t.Errorf("create did not write %s: %v", f, err)
+		}
+	}
+	if fi, _ := os.Stat(filepath.Join(dir, "private/gatherer.pem")); fi.Mode().Perm() != 0o600 {
+		t.Errorf("key mode %o", fi.Mode().Perm())
+	}
+
+	d := startRun(t, "run", "--basedir", dir, "--interval", "1s")
+	furlFile, err := os.ReadFile(filepath.Join(dir, "stats_gatherer.furl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.TrimSpace(string(furlFile)) != d.furl {
+		t.Errorf("furl file %q, printed %q", furlFile, d.furl)
+	}
+	if fi, _ := os.Stat(filepath.Join(dir, "stats_gatherer.furl")); fi.Mode().Perm() != 0o600 {
+		t.Errorf("furl file mode %o, want 600", fi.Mode().Perm())
+	}
+	d.stop(t)
+	if _, err := os.Stat(filepath.Join(dir, "stats.json")); err != nil {
+		t.Errorf("no stats.json after a run: %v", err)
+	}
+
+	// `gatherer --basedir DIR` alone runs, with the same furl.
+	d2 := startRun(t, "--basedir", dir, "--interval", "1s")
+	if d2.furl != d.furl {
+		t.Errorf("furl changed across restart: %s -> %s", d.furl, d2.furl)
+	}
+	d2.stop(t)
+
+	out, _, code = run(t, "furl", "--basedir", dir)
+	if code != 0 || strings.TrimSpace(out) != d.furl {
+		t.Errorf("furl command: exit %d, %q", code, out)
+	}
+}
+
+func TestRunOnEmptyBasedirCreatesLoopbackGatherer(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "fresh")
+	d := startRun(t, "--basedir", dir, "--interval", "1s")
+	if !strings.Contains(d.furl, "@tcp:127.0.0.1:") {
+		t.Errorf("furl %s does not point at 127.0.0.1", d.furl)
+	}
+	d.stop(t)
+	if !strings.Contains(d.stderr.String(), "--hostname") {
+		t.Errorf("no advice on reaching it from other hosts:\n%s", d.stderr)
+	}
+}
+
+func TestMismatchedFurlFileRefused(t *testing.T) {
+	a := filepath.Join(t.TempDir(), "a")
+	b := filepath.Join(t.TempDir(), "b")
+	for _, dir := range []string{a, b} {
+		if _, e, code := run(t, "create", "--basedir", dir, "--hostname", "127.0.0.1"); code != 0 {
+			t.Fatal(e)
+		}
+	}
+	startRun(t, "--basedir", a, "--interval", "1s").stop(t)
+	furl, _ := os.ReadFile(filepath.Join(a, "stats_gatherer.furl"))
+	os.WriteFile(filepath.Join(b, "stats_gatherer.furl"), furl, 0o600)
+	_, errOut, code := run(t, "run", "--basedir", b)
+	if code == 0 || !strings.Contains(errOut, "stats_gatherer.furl") || !strings.Contains(errOut, "names tub") {
+		t.Fatalf("exit %d, stderr %q: want a refusal naming the furl file", code, errOut)
+	}
+	if strings.Count(strings.TrimSpace(errOut), "\n") != 0 {
+		t.Errorf("error is not one line: %q", errOut)
+	}
+}
+
+func TestCreateUsageErrors(t *testing.T) {
+	dir := t.TempDir()
+	cases := [][]string{
+		{"create", "--basedir", filepath.Join(dir, "x1")},
+		{"create", "--basedir", filepath.Join(dir, "x2"), "--hostname", "h", "--port", "tcp:1234"},
+		{"create", "--basedir", filepath.Join(dir, "x3"), "--location", "tcp:h:1"},
+		{"create", "--basedir", filepath.Join(dir, "x4"), "--port", "tcp:1"},
+		{"create", "--basedir", filepath.Join(dir, "x5"), "--location", "tcp:h:1", "--port", "tcp:notaport"},
+		{"create", "--basedir", filepath.Join(dir, "x6"), "--location", "nonsense", "--port", "tcp:1"},
+		{"create", "--hostname", "h"},
+	}
+	for _, args := range cases {
+		_, errOut, code := run(t, args...)
+		if code == 0 {
+			t.Errorf("%v succeeded", args)
+		}
+		if errOut == "" || strings.Contains(errOut, "goroutine") || strings.Contains(errOut, "panic") {
+			t.Errorf("%v: stderr %q", args, errOut)
+		}
+	}
+	if _, _, code := run(t, "create", "--basedir", filepath.Join(dir, "ok"), "--location", "tcp:example.org:3456", "--port", "tcp:3456:interface=127.0.0.1"); code != 0 {
+		t.Error("create with --location and --port failed")
+	}
+	port, _ := os.ReadFile(filepath.Join(dir, "ok", "port"))
+	if strings.TrimSpace(string(port)) != "tcp:3456:interface=127.0.0.1" {
+		t.Errorf("port file %q", port)
+	}
+}
+
+func TestCreateRefusesNonEmptyBasedir(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "something"), []byte("x"), 0o644)
+	_, errOut, code := run(t, "create", "--basedir", dir, "--hostname", "127.0.0.1")
+	if code == 0 || !strings.Contains(errOut, "not empty") {
+		t.Fatalf("exit %d, %q", code, errOut)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "private")); err == nil {
+		t.Fatal("create wrote into a non-empty basedir")
+	}
+}
+
+func TestCorruptStatsFileStopsRunUnchanged(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "g")
+	if _, e, code := run(t, "create", "--basedir", dir, "--hostname", "127.0.0.1"); code != 0 {
+		t.Fatal(e)
+	}
+	corrupt := []byte("{\"x\": [1, 2,\n")
+	path := filepath.Join(dir, "stats.json")
+	os.WriteFile(path, corrupt, 0o644)
+	_, errOut, code := run(t, "run", "--basedir", dir)
+	if code == 0 || !strings.Contains(errOut, path) || !strings.Contains(errOut, "backup") {
+		t.Fatalf("exit %d, stderr %q", code, errOut)
+	}
+	if b, _ := os.ReadFile(path); !bytes.Equal(b, corrupt) {
+		t.Fatal("corrupt stats.json was changed")
+	}
+}
+
+func TestBasedirIsAFile(t *testing.T) {
+	f := filepath.Join(t.TempDir(), "file")
+	os.WriteFile(f, nil, 0o644)
+	_, errOut, code := run(t, "run", "--basedir", f)
+	if code == 0 || !strings.Contains(errOut, f) {
+		t.Fatalf("exit %d, %q", code, errOut)
+	}
+}
+
