@@ -1,0 +1,80 @@
+package gatherer
+
+import (
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"capstats/statsfile"
+)
+
+// tableStats are the stats shown beside each node by WriteTable: the ones an
+// operator looks at first.
+var tableStats = []struct{ header, name string }{
+	{"LOAD", "load_monitor.avg_load"},
+	{"CPU-1M", "cpu_monitor.1min_avg"},
+	{"UPTIME", "node.uptime"},
+	{"DISK-AVAIL", "storage_server.disk_avail"},
+}
+
+// WriteTable prints one line per node of f: nickname, tub ID, up, age of the
+// last sample, a few stats and the last error.
+func WriteTable(w io.Writer, f *statsfile.File, now time.Time) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	head := []string{"NICKNAME", "TUBID", "UP", "AGE"}
+	for _, s := range tableStats {
+		head = append(head, s.header)
+	}
+	head = append(head, "LAST-ERROR")
+	fmt.Fprintln(tw, strings.Join(head, "\t"))
+	for _, n := range f.Nodes {
+		up := "no"
+		if n.Up {
+			up = "yes"
+		}
+		row := []string{orDash(n.Nickname), n.TubID, up, Age(n.Timestamp, now)}
+		for _, s := range tableStats {
+			v, ok := n.Stats.Stats[s.name]
+			if !ok {
+				v, ok = n.Stats.Counters[s.name]
+			}
+			cell := "-"
+			if ok {
+				cell = string(v.AppendDecimal(nil))
+			}
+			row = append(row, cell)
+		}
+		row = append(row, orDash(n.LastError))
+		fmt.Fprintln(tw, strings.Join(row, "\t"))
+	}
+	return tw.Flush()
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+// Age says how long ago an epoch timestamp was, the way a person says it;
+// "never" for a zero timestamp.
+func Age(ts float64, now time.Time) string {
+	if ts <= 0 {
+		return "never"
+	}
+	d := now.Sub(time.Unix(0, int64(ts*1e9)))
+	switch {
+	case d < 0:
+		return "0s ago"
+	case d < time.Minute:
+		return fmt.Sprintf("%ds ago", int(d.Seconds()))
+	case d < time.Hour:
+		return fmt.Sprintf("%dm%02ds ago", int(d.Minutes()), int(d.Seconds())%60)
+	case d < 48*time.Hour:
+		return fmt.Sprintf("%dh%02dm ago", int(d.Hours()), int(d.Minutes())%60)
+	}
+	return fmt.Sprintf("%dd ago", int(d.Hours()/24))
+}
