@@ -34,3 +34,18 @@ func GoRuntime() Producer {
 		}
 	})
 }
+
+// RegisterBuiltins registers the producers every node reports: node.uptime
+// (from now), a started CPUMonitor and GoRuntime. stop stops the CPU
+// monitor. The load monitor is a Node's business (it runs only with a
+// gatherer) and a StorageMonitor needs a directory: register those apart.
+func RegisterBuiltins(p *Provider, clock Clock) (stop func(), err error) {
+	cpu := NewCPUMonitor(&CPUMonitorOptions{Clock: clock})
+	for _, pr := range []Producer{Uptime(clock), cpu, GoRuntime()} {
+		if err := p.Register(pr); err != nil {
+			return func() {}, err
+		}
+	}
+	cpu.Start()
+	return cpu.Stop, nil
+}
