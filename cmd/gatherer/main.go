@@ -18,6 +18,7 @@ import (
 
 	"capstats/capnp/tub"
 	"capstats/gatherer"
+	"capstats/statsfile"
 )
 
 // CLI is the command line; `gatherer --basedir DIR` alone means run.
@@ -28,6 +29,18 @@ type CLI struct {
 	Create CreateCmd `cmd:"" help:"Create a new gatherer basedir."`
 	Run    RunCmd    `cmd:"" default:"withargs" help:"Run the gatherer (the default command)."`
 	Furl   FurlCmd   `cmd:"" help:"Print the gatherer's furl."`
+	Status StatusCmd `cmd:"" help:"Print a table of the nodes in stats.json."`
+}
+
+// StatusCmd prints the node table.
+type StatusCmd struct{}
+
+func (c *StatusCmd) Run(cli *CLI) error {
+	f, err := statsfile.Load(filepath.Join(cli.Basedir, gatherer.StatsFile))
+	if err != nil {
+		return err
+	}
+	return gatherer.WriteTable(os.Stdout, f, time.Now())
 }
 
 // CreateCmd makes a basedir.
