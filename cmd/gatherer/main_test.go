@@ -243,4 +243,3 @@ func TestBasedirIsAFile(t *testing.T) {
 		t.Fatalf("exit %d, %q", code, errOut)
 	}
 }
-
