@@ -1,0 +1,278 @@
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"capstats/internal/testbin"
+	"capstats/statsfile"
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	testbin.Cleanup()
+	os.Exit(code)
+}
+
+type proc struct {
+	name   string
+	cmd    *exec.Cmd
+	out    *lockedBuf
+	exited chan struct{}
+}
+
+type lockedBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuf) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuf) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// start runs a command in its own process group; the test's cleanup kills
+// the group.
+func start(t *testing.T, name string, args ...string) *proc {
+	t.Helper()
+	cmd := exec.Command(name, args...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	p := &proc{name: filepath.Base(name), cmd: cmd, out: &lockedBuf{}, exited: make(chan struct{})}
+	cmd.Stdout, cmd.Stderr = p.out, p.out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { cmd.Wait(); close(p.exited) }()
+	t.Cleanup(func() {
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		<-p.exited
+	})
+	return p
+}
+
+func (p *proc) signal(t *testing.T, sig syscall.Signal) {
+	t.Helper()
+	p.cmd.Process.Signal(sig)
+	select {
+	case <-p.exited:
+	case <-time.After(20 * time.Second):
+		t.Fatalf("%s did not exit within 20s of %v:\n%s", p.name, sig, p.out)
+	}
+	if sig == syscall.SIGTERM {
+		if code := p.cmd.ProcessState.ExitCode(); code != 0 {
+			t.Fatalf("%s exited %d after SIGTERM:\n%s", p.name, code, p.out)
+		}
+	}
+}
+
+func waitFor(t *testing.T, what string, within time.Duration, cond func() bool) time.Duration {
+	t.Helper()
+	start := time.Now()
+	deadline := start.Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", within, what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return time.Since(start)
+}
+
+func mustRun(t *testing.T, env []string, name string, args ...string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Env = append(os.Environ(), env...)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s %v: %v\n%s", name, args, err, out)
+	}
+	return string(out)
+}
+
+// fresh reports whether stats.json holds every tub ID with a sample taken
+// after since.
+func fresh(path string, since time.Time, tubIDs ...string) bool {
+	f, err := statsfile.Load(path)
+	if err != nil {
+		return false
+	}
+	got := map[string]bool{}
+	for _, n := range f.Nodes {
+		if n.Up && n.Timestamp > float64(since.UnixNano())/1e9 {
+			got[n.TubID] = true
+		}
+	}
+	for _, id := range tubIDs {
+		if !got[id] {
+			return false
+		}
+	}
+	return true
+}
+
+// nodeTubID reads the tub ID a node logs at start.
+func nodeTubID(t *testing.T, p *proc) string {
+	t.Helper()
+	var id string
+	waitFor(t, p.name+" to log its tub ID", 20*time.Second, func() bool {
+		sc := bufio.NewScanner(strings.NewReader(p.out.String()))
+		for sc.Scan() {
+			line := sc.Text()
+			if i := strings.Index(line, "tubid="); i >= 0 {
+				id = strings.Fields(line[i+len("tubid="):])[0]
+				return len(id) == 32
+			}
+		}
+		return false
+	})
+	return id
+}
+
+func TestOperatorPath(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the real commands and munin")
+	}
+	if _, err := exec.LookPath("munin-run"); err != nil {
+		t.Fatal("munin-run is missing: run `make deps` (apt-get install munin-node)")
+	}
+	gathererBin := testbin.Build(t, "gatherer")
+	nodeBin := testbin.Build(t, "node")
+	pluginBin := testbin.Build(t, "tahoe_stats")
+	root := testbin.Root(t)
+	work := t.TempDir()
+	gdir := filepath.Join(work, "gatherer")
+	statsPath := filepath.Join(gdir, "stats.json")
+
+	mustRun(t, nil, gathererBin, "create", "--basedir", gdir, "--hostname", "127.0.0.1")
+	g := start(t, gathererBin, "run", "--basedir", gdir, "--interval", "1s", "--verbose")
+	furlPath := filepath.Join(gdir, "stats_gatherer.furl")
+	waitFor(t, "furl file", 20*time.Second, func() bool { _, err := os.Stat(furlPath); return err == nil })
+	furl, _ := os.ReadFile(furlPath)
+
+	var ids []string
+	var nodes []*proc
+	for _, nick := range []string{"alpha", "beta"} {
+		dir := filepath.Join(work, nick)
+		os.MkdirAll(dir, 0o700)
+		os.WriteFile(filepath.Join(dir, "stats_gatherer.furl"), furl, 0o600)
+		n := start(t, nodeBin, "--basedir", dir, "--nickname", nick)
+		nodes = append(nodes, n)
+		ids = append(ids, nodeTubID(t, n))
+	}
+	began := time.Now()
+	waitFor(t, "both nodes in stats.json", 30*time.Second, func() bool { return fresh(statsPath, began, ids...) })
+	// Another round, so the load monitor has samples.
+	time.Sleep(1500 * time.Millisecond)
+
+	// Install the plugin as an operator would, into dirs of this test.
+	lib, plugins, conf := filepath.Join(work, "lib"), filepath.Join(work, "plugins"), filepath.Join(work, "conf")
+	out := mustRun(t, nil, filepath.Join(root, "scripts", "install-munin.sh"),
+		"--lib-dir", lib, "--plugins-dir", plugins, "--conf-dir", conf,
+		"--statsfile", statsPath, "--bin", pluginBin)
+	if !strings.Contains(out, "munin-node") {
+		t.Errorf("install script does not say how to restart munin-node:\n%s", out)
+	}
+	if _, err := os.Lstat(filepath.Join(plugins, "tahoe_runtime_load_avg")); err != nil {
+		t.Fatalf("install script did not link tahoe_runtime_load_avg: %v\n%s", err, out)
+	}
+	config := mustRun(t, nil, "munin-run", "--servicedir", plugins, "--sconfdir", conf, "tahoe_runtime_load_avg", "config")
+	fetch := mustRun(t, nil, "munin-run", "--servicedir", plugins, "--sconfdir", conf, "tahoe_runtime_load_avg")
+	if !strings.HasPrefix(config, "graph_title Tahoe Runtime Load Average\n") {
+		t.Errorf("config:\n%s", config)
+	}
+	for i, nick := range []string{"alpha", "beta"} {
+		name := nick + "_" + ids[i][:4]
+		if !strings.Contains(config, name+".label "+name+"\n") {
+			t.Errorf("config lacks %s:\n%s", name, config)
+		}
+		if !strings.Contains(fetch, name+".value ") {
+			t.Errorf("fetch lacks %s:\n%s", name, fetch)
+		}
+	}
+
+	// SIGKILL the gatherer and start it again on the same basedir.
+	g.signal(t, syscall.SIGKILL)
+	restarted := time.Now()
+	g2 := start(t, gathererBin, "run", "--basedir", gdir, "--interval", "1s")
+	took := waitFor(t, "both nodes back after the restart", 30*time.Second, func() bool { return fresh(statsPath, restarted, ids...) })
+	t.Logf("nodes back %s after the gatherer restart", took)
+	if took > 5*time.Second {
+		t.Errorf("nodes took %s to come back, want <= 5s", took)
+	}
+	if again, _ := os.ReadFile(furlPath); !bytes.Equal(again, furl) {
+		t.Errorf("furl changed across the restart:\n%s\n%s", furl, again)
+	}
+
+	for _, n := range nodes {
+		n.signal(t, syscall.SIGTERM)
+	}
+	g2.signal(t, syscall.SIGTERM)
+	for _, p := range append(nodes, g, g2) {
+		if err := syscall.Kill(-p.cmd.Process.Pid, 0); err == nil {
+			t.Errorf("process group of %s still has members", p.name)
+		}
+	}
+}
+
+// TestDemo runs `make demo`'s script against freshly built binaries, so
+// the demo cannot rot: its output must show the furl, the three nodes and
+// munin output, it must finish in bounded time, and leave no process.
+func TestDemo(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the demo")
+	}
+	gathererBin := testbin.Build(t, "gatherer")
+	testbin.Build(t, "node")
+	testbin.Build(t, "tahoe_stats")
+	binDir := filepath.Dir(gathererBin)
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, filepath.Join(testbin.Root(t), "scripts", "demo.sh"))
+	cmd.Env = append(os.Environ(), "BIN="+binDir)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	start := time.Now()
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("demo failed: %v\n%s", err, out)
+	}
+	t.Logf("demo took %s", time.Since(start).Round(time.Millisecond))
+	s := string(out)
+	for _, want := range []string{"capnp://", "NICKNAME", "alpha", "beta", "gamma",
+		"graph_title Tahoe Runtime Load Average", ".value ", "Stopping"} {
+		if !strings.Contains(s, want) {
+			t.Errorf("demo output lacks %q:\n%s", want, s)
+		}
+	}
+	if strings.Count(s, " yes ") < 3 {
+		t.Errorf("demo table does not show three nodes up:\n%s", s)
+	}
+	// No process of the demo left: nothing runs a binary from binDir.
+	procs, _ := filepath.Glob("/proc/[0-9]*/exe")
+	for _, p := range procs {
+		exe, err := os.Readlink(p)
+		if err == nil && strings.HasPrefix(exe, binDir+"/") {
+			pid, _ := strconv.Atoi(strings.Split(p, "/")[2])
+			syscall.Kill(pid, syscall.SIGKILL)
+			t.Errorf("demo left %s running (pid %d)", exe, pid)
+		}
+	}
+}
