@@ -89,6 +89,7 @@ type Node struct {
 	targetCh  chan struct{} // poked when target or targetGen changes
 
 	reloadCh chan struct{}
+	furlSig  furlSig // of the furl file when last read
 
 	stateMu sync.Mutex
 	state   State
@@ -192,6 +193,8 @@ func Open(p *Provider, cfg Config) (*Node, error) {
 		n.log.Info("loaded node identity", "tubid", id.TubID(), "file", idPath)
 	}
 
+	// The signature before the read: a change after it is noticed.
+	n.furlSig = n.furlSignature()
 	t, err := n.readFurl()
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
@@ -313,7 +316,7 @@ func (n *Node) Run(ctx context.Context) error {
 // watchFurl re-reads the furl file on Reload and when its modification
 // time or size changes.
 func (n *Node) watchFurl(ctx context.Context) {
-	last := n.furlSignature()
+	last := n.furlSig
 	for {
 		t := n.clock.NewTimer(n.cfg.FurlCheckInterval)
 		explicit := false
@@ -327,7 +330,7 @@ func (n *Node) watchFurl(ctx context.Context) {
 		case <-t.C():
 		}
 		sig := n.furlSignature()
-		if sig == last && !explicit {
+		if sig.equal(last) && !explicit {
 			continue
 		}
 		last = sig
@@ -335,11 +338,19 @@ func (n *Node) watchFurl(ctx context.Context) {
 	}
 }
 
+// furlSig identifies a version of the furl file: its modification time,
+// size and identity (a file renamed into place is another file even within
+// one tick of a coarse clock).
 type furlSig struct {
-	exists bool
-	mtime  time.Time
-	size   int64
-	err    string
+	fi  os.FileInfo // nil: no file
+	err string
+}
+
+func (a furlSig) equal(b furlSig) bool {
+	if a.fi == nil || b.fi == nil {
+		return a.fi == nil && b.fi == nil && a.err == b.err
+	}
+	return os.SameFile(a.fi, b.fi) && a.fi.ModTime().Equal(b.fi.ModTime()) && a.fi.Size() == b.fi.Size()
 }
 
 func (n *Node) furlSignature() furlSig {
@@ -350,7 +361,7 @@ func (n *Node) furlSignature() furlSig {
 	case err != nil:
 		return furlSig{err: err.Error()}
 	}
-	return furlSig{exists: true, mtime: fi.ModTime(), size: fi.Size()}
+	return furlSig{fi: fi}
 }
 
 // reread applies the furl file's current content.
