@@ -95,7 +95,9 @@ func NewProvider(opts *ProviderOptions) *Provider {
 
 // Count adds delta to the counter called name, creating it at zero first if
 // needed. For a name already seen it takes no lock and allocates nothing.
-// Counters are meant to be monotonic: pass a positive delta.
+// Counters are meant to be monotonic: pass a positive delta. A new name
+// copies the table of names, so names should come from a fixed set, not
+// from unbounded data such as client addresses.
 func (p *Provider) Count(name string, delta int64) {
 	if m := p.counters.Load(); m != nil {
 		if c, ok := (*m)[name]; ok {
