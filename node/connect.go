@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"time"
 
@@ -17,6 +18,8 @@ import (
 type session interface {
 	// Done is closed when the connection ends, from either side.
 	Done() <-chan struct{}
+	// Err says why the connection ended, when a read error ended it.
+	Err() error
 	// Close ends the connection and waits for what the session started.
 	Close() error
 }
@@ -149,6 +152,16 @@ type tubSession struct {
 }
 
 func (s *tubSession) Done() <-chan struct{} { return s.conn.Done() }
+
+func (s *tubSession) Err() error { return s.conn.Err() }
+
+// closedErr says why a session ended.
+func closedErr(s session) error {
+	if err := s.Err(); err != nil {
+		return fmt.Errorf("connection closed: %w", err)
+	}
+	return errors.New("connection closed")
+}
 
 func (s *tubSession) Close() error {
 	err := s.conn.Close()
@@ -345,7 +358,7 @@ func (n *Node) serve(ctx context.Context, s session, l *link, unknown *time.Dura
 			s.Close()
 			return outStopped, nil
 		case <-s.Done():
-			return end(errors.New("connection closed"))
+			return end(closedErr(s))
 		case err := <-provided:
 			provided = nil
 			if err == nil {
@@ -355,7 +368,7 @@ func (n *Node) serve(ctx context.Context, s session, l *link, unknown *time.Dura
 			}
 			select {
 			case <-s.Done():
-				return end(errors.New("connection closed"))
+				return end(closedErr(s))
 			default:
 			}
 			s.Close()

@@ -253,8 +253,10 @@ func (n *Node) readFurl() (*target, error) {
 	if err != nil {
 		return nil, fmt.Errorf("gatherer furl file %s: %w", n.furlPth, err)
 	}
+	// The furl is the authority to report to the gatherer: refuse a copy
+	// that other users may read, as for the key.
 	if err := tub.CheckPrivate(n.furlPth); err != nil {
-		n.log.Warn("the furl is a secret: make its file readable by the node's user only (chmod 600)", "file", n.furlPth, "problem", err)
+		return nil, fmt.Errorf("gatherer furl file: %w", err)
 	}
 	return &target{text: text, furl: f}, nil
 }

@@ -83,6 +83,8 @@ func newFakeSession() *fakeSession { return &fakeSession{done: make(chan struct{
 
 func (s *fakeSession) Done() <-chan struct{} { return s.done }
 
+func (s *fakeSession) Err() error { return nil }
+
 func (s *fakeSession) Close() error {
 	s.mu.Lock()
 	s.closed = true

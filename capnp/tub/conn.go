@@ -144,6 +144,7 @@ func (e *TubIDMismatchError) Error() string {
 // the furl named.
 type Conn struct {
 	rpc    *rpc.Conn
+	codec  *codec
 	nc     net.Conn
 	obj    capnp.Client
 	remote string
@@ -161,6 +162,10 @@ func (c *Conn) RemoteAddr() net.Addr { return c.nc.RemoteAddr() }
 
 // Done is closed when the connection ends, from either side.
 func (c *Conn) Done() <-chan struct{} { return c.rpc.Done() }
+
+// Err says why the connection ended when it ended on a read error (a reset,
+// a message over the size limit); nil while it is up or after a clean close.
+func (c *Conn) Err() error { return readErr(c.codec) }
 
 // Close ends the connection and releases the object.
 func (c *Conn) Close() error {
@@ -191,10 +196,12 @@ func Dial(ctx context.Context, f Furl, id *Identity, bootstrap capnp.Client, opt
 			}
 			continue
 		}
-		c, err := fetch(ctx, nc, f, bootstrap, opts)
+		c, err := fetch(ctx, nc, f, bootstrap.AddRef(), opts)
 		if err != nil {
-			return nil, err
+			errs = append(errs, err)
+			continue
 		}
+		bootstrap.Release()
 		return c, nil
 	}
 	bootstrap.Release()
@@ -234,7 +241,8 @@ func dialTLS(ctx context.Context, addr, wantTubID string, id *Identity, opts *Op
 }
 
 func fetch(ctx context.Context, nc net.Conn, f Furl, bootstrap capnp.Client, opts *Options) (*Conn, error) {
-	conn := rpc.NewConn(transport.New(newCodec(nc, opts.maxMessageSize())), &rpc.Options{
+	cd := newCodec(nc, opts.maxMessageSize())
+	conn := rpc.NewConn(transport.New(cd), &rpc.Options{
 		BootstrapClient: bootstrap,
 		Logger:          rpcLogger{opts.logger()},
 	})
@@ -248,5 +256,5 @@ func fetch(ctx context.Context, nc net.Conn, f Furl, bootstrap capnp.Client, opt
 		nc.Close()
 		return nil, fmt.Errorf("fetch object from %s: %w", nc.RemoteAddr(), err)
 	}
-	return &Conn{rpc: conn, nc: nc, obj: res.Object().AddRef(), remote: f.TubID}, nil
+	return &Conn{rpc: conn, codec: cd, nc: nc, obj: res.Object().AddRef(), remote: f.TubID}, nil
 }

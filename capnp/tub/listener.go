@@ -39,8 +39,11 @@ type Peer struct {
 
 // Err says why the connection ended, when it ended on a read error such as
 // a message over the size limit; nil otherwise.
-func (p *Peer) Err() error {
-	err := p.codec.err()
+func (p *Peer) Err() error { return readErr(p.codec) }
+
+// readErr is the codec's read error unless it is an ordinary close.
+func readErr(c *codec) error {
+	err := c.err()
 	if err == nil || errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) {
 		return nil
 	}

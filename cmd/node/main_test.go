@@ -145,19 +145,28 @@ func TestMalformedFurlExitsNonZero(t *testing.T) {
 		t.Fatal(err)
 	}
 	good := "capnp://" + id.TubID() + "@tcp:127.0.0.1:9/" + tub.NewSwissnum()
-	cases := map[string]struct{ content, want string }{
-		"garbage":  {"this is not a furl\n", ""},
-		"foolscap": {"pb://" + strings.TrimPrefix(good, "capnp://") + "\n", "Foolscap"},
-		"bad tub":  {"capnp://short@tcp:127.0.0.1:9/" + tub.NewSwissnum(), ""},
-		"empty":    {"\n", "empty"},
+	cases := map[string]struct {
+		content, want string
+		mode          os.FileMode
+	}{
+		"readable by others": {good + "\n", "chmod 600", 0o644},
+		"garbage":            {"this is not a furl\n", "", 0},
+		"foolscap":           {"pb://" + strings.TrimPrefix(good, "capnp://") + "\n", "Foolscap", 0},
+		"bad tub":            {"capnp://short@tcp:127.0.0.1:9/" + tub.NewSwissnum(), "", 0},
+		"empty":              {"\n", "empty", 0},
 	}
 	for name, c := range cases {
 		t.Run(name, func(t *testing.T) {
 			dir := t.TempDir()
 			path := filepath.Join(dir, "stats_gatherer.furl")
-			if err := os.WriteFile(path, []byte(c.content), 0o600); err != nil {
+			mode := c.mode
+			if mode == 0 {
+				mode = 0o600
+			}
+			if err := os.WriteFile(path, []byte(c.content), mode); err != nil {
 				t.Fatal(err)
 			}
+			os.Chmod(path, mode)
 			stderr, code := runOnce(t, "--basedir", dir)
 			wants := []string{path}
 			if c.want != "" {
