@@ -185,9 +185,12 @@ func TestOperatorPath(t *testing.T) {
 
 	// Install the plugin as an operator would, into dirs of this test.
 	lib, plugins, conf := filepath.Join(work, "lib"), filepath.Join(work, "plugins"), filepath.Join(work, "conf")
+	for _, d := range []string{lib, plugins, conf} {
+		os.MkdirAll(d, 0o755) // as installing munin-node leaves them
+	}
 	out := mustRun(t, nil, filepath.Join(root, "scripts", "install-munin.sh"),
 		"--lib-dir", lib, "--plugins-dir", plugins, "--conf-dir", conf,
-		"--statsfile", statsPath, "--bin", pluginBin)
+		"--statsfile", statsPath, "--bin", pluginBin, "--user", "root")
 	if !strings.Contains(out, "munin-node") {
 		t.Errorf("install script does not say how to restart munin-node:\n%s", out)
 	}
