@@ -10,6 +10,7 @@ import (
 
 	"capstats/capnp/tub"
 	"capstats/internal/atomicfile"
+	"capstats/statsfile"
 )
 
 // Daemon is a running gatherer: its listener, its furl and the poller.
@@ -58,7 +59,7 @@ func Start(dir string, cfg Config, opts *tub.Options) (*Daemon, error) {
 	if cfg.StatsFile == "" {
 		cfg.StatsFile = filepath.Join(dir, StatsFile)
 	}
-	if err := atomicfile.CleanTemp(filepath.Dir(cfg.StatsFile), filepath.Base(cfg.StatsFile)); err != nil {
+	if err := statsfile.CleanTemp(filepath.Dir(cfg.StatsFile)); err != nil {
 		return nil, fmt.Errorf("cleaning temporary files: %w", err)
 	}
 	g, err := New(cfg)

@@ -408,7 +408,7 @@ func TestUnwritableDirKeepsOldFile(t *testing.T) {
 	exec.Command("chattr", "-i", dir).Run()
 	writes := d.Metrics().Writes.Load()
 	waitFor(t, "writes resume", 10*time.Second, func() bool { return d.Metrics().Writes.Load() > writes })
-	matches, _ := filepath.Glob(filepath.Join(dir, ".tmp-*"))
+	matches, _ := filepath.Glob(filepath.Join(dir, ".*.tmp-*"))
 	if len(matches) != 0 {
 		t.Errorf("temp files left: %v", matches)
 	}

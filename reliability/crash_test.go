@@ -58,7 +58,7 @@ func TestKillDuringWrites(t *testing.T) {
 			}
 		}
 		held = now
-		leftovers, _ := filepath.Glob(filepath.Join(dir, ".tmp-*"))
+		leftovers, _ := filepath.Glob(filepath.Join(dir, ".*.tmp-*"))
 		g = startGatherer(t, dir, "--interval", "200ms")
 		if g.furl.String() != furl.String() {
 			t.Fatalf("kill %d: furl changed on restart", k)
@@ -91,7 +91,7 @@ func TestKillDuringWrites(t *testing.T) {
 		t.Errorf("nodes took %s to come back after a restart, want <= 5s", took)
 	}
 	g.stop(t)
-	if left, _ := filepath.Glob(filepath.Join(dir, ".tmp-*")); len(left) != 0 {
+	if left, _ := filepath.Glob(filepath.Join(dir, ".*.tmp-*")); len(left) != 0 {
 		t.Errorf("temp files after a clean stop: %v", left)
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"testing"
 
+	"capstats/internal/atomicfile"
 	"capstats/stats"
 )
 
@@ -400,13 +401,13 @@ func TestWriteFileFailureAtEveryStep(t *testing.T) {
 				t.Fatal(err)
 			}
 			injected := errors.New("injected failure")
-			faultHook = func(s string) error {
+			atomicfile.FaultHook = func(s string) error {
 				if s == step {
 					return injected
 				}
 				return nil
 			}
-			defer func() { faultHook = nil }()
+			defer func() { atomicfile.FaultHook = nil }()
 			err := WriteFile(path, sample())
 			if !errors.Is(err, injected) || !strings.Contains(err.Error(), path) {
 				t.Errorf("err = %v, want the injected failure naming %s", err, path)
@@ -417,13 +418,13 @@ func TestWriteFileFailureAtEveryStep(t *testing.T) {
 	// A failure after the rename: the new file is in place and complete.
 	dir := t.TempDir()
 	path := filepath.Join(dir, "stats.json")
-	faultHook = func(s string) error {
+	atomicfile.FaultHook = func(s string) error {
 		if s == "syncdir" {
 			return errors.New("injected")
 		}
 		return nil
 	}
-	defer func() { faultHook = nil }()
+	defer func() { atomicfile.FaultHook = nil }()
 	if err := WriteFile(path, sample()); err == nil {
 		t.Error("a failed directory fsync was not reported")
 	}
@@ -497,7 +498,7 @@ func TestCleanTemp(t *testing.T) {
 		t.Errorf("after CleanTemp: %v, want %v", got, want)
 	}
 	// A real leftover, as a crash between create and rename leaves it.
-	tmp, _ := tempName(filepath.Join(dir, "stats.json"))
+	tmp, _ := atomicfile.TempName(filepath.Join(dir, "stats.json"))
 	if err := os.WriteFile(tmp, []byte("{"), 0o644); err != nil {
 		t.Fatal(err)
 	}

@@ -1,58 +1,105 @@
 // Package atomicfile replaces files so that a reader, or a crash, sees
-// either the old contents or the new, never a mix and never nothing.
+// either the old contents or the new, never a mix and never nothing. It is
+// the one implementation of the temp, fsync, rename, fsync-dir dance in
+// capstats: the stats file, keys, furl files and basedir files all use it.
 package atomicfile
 
 import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 )
 
-// TempPrefix starts the name of every temporary file this package makes, so
-// that leftovers from a crash can be recognised and removed.
-const TempPrefix = ".tmp-"
+// Temp files are named "." + the target's name + tempInfix + 16 hex digits,
+// e.g. ".stats.json.tmp-0123456789abcdef", in the target's directory
+// (rename is only atomic within one file system).
+const tempInfix = ".tmp-"
 
-// Write replaces path with data: temp file in the same directory, fsync,
-// rename, fsync the directory. On failure the old file is left as it was.
-func Write(path string, data []byte, perm os.FileMode) error {
-	return WriteFunc(path, perm, func(f *os.File) error {
-		_, err := f.Write(data)
-		return err
-	})
+// FaultHook, when set by tests, is called before each step of Write
+// ("create", "write", "sync", "close", "rename", "syncdir") and makes that
+// step fail with the error it returns.
+var FaultHook func(step string) error
+
+func fault(step string) error {
+	if FaultHook != nil {
+		return FaultHook(step)
+	}
+	return nil
 }
 
-// WriteFunc is Write with the contents produced by fill.
-func WriteFunc(path string, perm os.FileMode, fill func(*os.File) error) (err error) {
-	dir, base := filepath.Split(path)
-	if dir == "" {
-		dir = "."
+// TempName returns a fresh temp file name for path.
+func TempName(path string) (string, error) {
+	var rnd [8]byte
+	if _, err := rand.Read(rnd[:]); err != nil {
+		return "", err
 	}
-	f, err := os.CreateTemp(dir, TempPrefix+base+"-*")
+	dir, base := filepath.Split(path)
+	return filepath.Join(dir, "."+base+tempInfix+hex.EncodeToString(rnd[:])), nil
+}
+
+// Write replaces path with data, mode perm: temp file in the same directory,
+// fsync, rename, fsync the directory, so that after a crash path holds the
+// old or the new content. On failure before the rename the temp file is
+// removed and the old file left as it was.
+func Write(path string, data []byte, perm os.FileMode) (err error) {
+	tmp, err := TempName(path)
 	if err != nil {
 		return err
 	}
-	tmp := f.Name()
+	if err := fault("create"); err != nil {
+		return err
+	}
+	t, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm)
+	if err != nil {
+		return err
+	}
+	ok := false
 	defer func() {
-		if err != nil {
-			f.Close()
+		if !ok {
+			t.Close()
 			os.Remove(tmp)
 		}
 	}()
-	if err = f.Chmod(perm); err != nil {
+	// The umask may have taken bits away, or (for secrets) we must be sure
+	// none were added.
+	if err := t.Chmod(perm); err != nil {
 		return err
 	}
-	if err = fill(f); err != nil {
+	if err := fault("write"); err != nil {
 		return err
 	}
-	if err = f.Sync(); err != nil {
+	if _, err := t.Write(data); err != nil {
 		return err
 	}
-	if err = f.Close(); err != nil {
+	if err := fault("sync"); err != nil {
 		return err
 	}
-	if err = os.Rename(tmp, path); err != nil {
+	if err := t.Sync(); err != nil {
 		return err
 	}
-	return SyncDir(dir)
+	if err := fault("close"); err != nil {
+		return err
+	}
+	if err := t.Close(); err != nil {
+		return err
+	}
+	if err := fault("rename"); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return err
+	}
+	ok = true
+	// The new file is in place; make the rename itself durable.
+	if err := fault("syncdir"); err != nil {
+		return err
+	}
+	return SyncDir(filepath.Dir(path))
 }
 
 // SyncDir makes a rename in dir durable.
@@ -61,21 +108,54 @@ func SyncDir(dir string) error {
 	if err != nil {
 		return err
 	}
-	defer d.Close()
-	return d.Sync()
+	err = d.Sync()
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	if errors.Is(err, fs.ErrInvalid) {
+		// Some file systems cannot fsync a directory; nothing more to do.
+		return nil
+	}
+	return err
 }
 
-// CleanTemp removes temporary files that a crash left in dir for the file
-// named base.
-func CleanTemp(dir, base string) error {
-	matches, err := filepath.Glob(filepath.Join(dir, TempPrefix+base+"-*"))
-	if err != nil {
-		return err
+// IsTempName reports whether name is one of Write's temp files.
+func IsTempName(name string) bool {
+	i := strings.LastIndex(name, tempInfix)
+	if !strings.HasPrefix(name, ".") || i < 2 {
+		return false
 	}
-	for _, m := range matches {
-		if err := os.Remove(m); err != nil && !os.IsNotExist(err) {
-			return err
+	suffix := name[i+len(tempInfix):]
+	if len(suffix) != 16 {
+		return false
+	}
+	for _, c := range []byte(suffix) {
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
 		}
+	}
+	return true
+}
+
+// CleanTemp removes the temp files that Write leaves behind when the
+// process dies mid-write. Call it at start-up, before writing. Other files
+// are left alone.
+func CleanTemp(dir string) error {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return fmt.Errorf("clean temp files: %w", err)
+	}
+	var errs []error
+	for _, e := range entries {
+		if !e.Type().IsRegular() || !IsTempName(e.Name()) {
+			continue
+		}
+		if err := os.Remove(filepath.Join(dir, e.Name())); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			errs = append(errs, err)
+		}
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("clean temp files: %w", errors.Join(errs...))
 	}
 	return nil
 }
