@@ -2,6 +2,7 @@ package web
 
 import (
 	"bytes"
+	"fmt"
 	"math"
 	"net/http"
 	"net/http/httptest"
@@ -12,6 +13,7 @@ import (
 	"capstats/gatherer"
 	"capstats/openmetrics"
 	"capstats/openmetrics/omtest"
+	"capstats/stats"
 	"capstats/statsfile"
 )
 
@@ -288,3 +290,45 @@ func TestDrawChart(t *testing.T) {
 }
 
 func nan() float64 { return math.NaN() }
+
+// BenchmarkMetrics10k is a /metrics request for 10,000 nodes of 40 entries
+// (fixture nodes of 17 entries are padded with 23 gauges), in OpenMetrics,
+// without and with gzip.
+func BenchmarkMetrics10k(b *testing.B) {
+	src := &fakeSource{file: &statsfile.File{}}
+	for i := range 10000 {
+		snap := storageSnap(float64(i%100) / 100)
+		for g := range 23 {
+			snap.Stats[fmt.Sprintf("extra.gauge_%d", g)] = stats.Int(int64(i + g))
+		}
+		src.file.Nodes = append(src.file.Nodes, statsfile.Node{
+			TubID: fmt.Sprintf("%032d", i), Nickname: fmt.Sprintf("storage-%d", i), Up: true, Stats: snap,
+			Timestamp: epoch(now), LastPoll: epoch(now), PollSeconds: 0.001,
+		})
+	}
+	h := newTestHandler(src, nil)
+	for _, enc := range []string{"identity", "gzip"} {
+		b.Run(enc, func(b *testing.B) {
+			b.ReportAllocs()
+			var n int
+			for b.Loop() {
+				req := httptest.NewRequest("GET", "/metrics", nil)
+				req.Header.Set("Accept", "application/openmetrics-text")
+				req.Header.Set("Accept-Encoding", enc)
+				w := &countingResponse{header: http.Header{}}
+				h.ServeHTTP(w, req)
+				n = w.n
+			}
+			b.ReportMetric(float64(n), "bytes/response")
+		})
+	}
+}
+
+type countingResponse struct {
+	header http.Header
+	n      int
+}
+
+func (c *countingResponse) Header() http.Header         { return c.header }
+func (c *countingResponse) Write(p []byte) (int, error) { c.n += len(p); return len(p), nil }
+func (c *countingResponse) WriteHeader(int)             {}
