@@ -1,6 +1,7 @@
 package muninplugin
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -27,6 +28,8 @@ type Plugin struct {
 	Now func() time.Time
 	// Stdout receives the output, written once at the end.
 	Stdout io.Writer
+
+	content []byte // tests: the stats file's content, instead of reading it
 }
 
 // Run does what munin asks with mode: "" or "fetch" (the values),
@@ -148,9 +151,15 @@ func (p *Plugin) load(gs []Graph) (*statsfile.File, error) {
 	for _, g := range gs {
 		want[[2]string{g.Category, g.StatID}] = true
 	}
-	return statsfile.LoadFiltered(path, func(category, name string) bool {
-		return want[[2]string{category, name}]
-	})
+	keep := func(category, name string) bool { return want[[2]string{category, name}] }
+	if p.content != nil {
+		f, err := statsfile.DecodeFiltered(bytes.NewReader(p.content), keep)
+		if err != nil {
+			return nil, fmt.Errorf("stats file %s: %w", path, err)
+		}
+		return f, nil
+	}
+	return statsfile.LoadFiltered(path, keep)
 }
 
 // autoconf answers munin-node-configure: one line, "yes" or "no (reason)".
