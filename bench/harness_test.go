@@ -30,6 +30,7 @@ import (
 func TestMain(m *testing.M) {
 	code := m.Run()
 	closeRoundTrip()
+	cleanupTools()
 	testbin.Cleanup()
 	os.Exit(code)
 }
@@ -93,6 +94,24 @@ func cpuTime(tb testing.TB) time.Duration {
 func settleMemory() {
 	runtime.GC()
 	debug.FreeOSMemory()
+}
+
+// quiesce waits for the goroutines that outlive a call to end, then
+// settles memory, so that what is measured next is what stays between
+// rounds. go-capnp leaves a goroutine per answered call sleeping 250ms
+// before it sends Finish (rpc.(*Conn).handleReturn); a round of n polls
+// leaves n of them.
+func quiesce() {
+	prev := runtime.NumGoroutine()
+	for range 20 {
+		time.Sleep(300 * time.Millisecond)
+		n := runtime.NumGoroutine()
+		if n >= prev-2 {
+			break
+		}
+		prev = n
+	}
+	settleMemory()
 }
 
 // pollTracker counts the distinct nodes polled successfully since the last

@@ -40,6 +40,8 @@ func maxProviders() int {
 //	cpu-us/provider   gatherer CPU (user+sys of this process) per provider per round
 //	rss-KiB/provider  growth of this process's RSS from before connecting to
 //	                  after connecting and one round, both after GC, per provider
+//	rss-round-KiB/provider the same right after the last round, without
+//	                  collecting garbage first (what the process holds at its peak)
 //	heap-KiB/provider the same for the Go heap in use, and stack-KiB/provider
 //	                  for goroutine stacks
 //	goroutines/provider
@@ -59,7 +61,7 @@ func BenchmarkPollRound(b *testing.B) {
 func benchPollRound(b *testing.B, n int) {
 	raiseNofile(b, n+256)
 	g := startGatherer(b, b.TempDir(), nil)
-	settleMemory()
+	quiesce()
 	rss0, gr0 := rssKiB(b), runtime.NumGoroutine()
 	heap0, stack0 := memInUse()
 
@@ -68,7 +70,7 @@ func benchPollRound(b *testing.B, n int) {
 	connect := time.Since(start)
 	ctx := context.Background()
 	g.d.Round(ctx) // warm up: buffers, maps and the file at full size
-	settleMemory()
+	quiesce()
 	rss1, gr1 := rssKiB(b), runtime.NumGoroutine()
 	heap1, stack1 := memInUse()
 
@@ -85,6 +87,7 @@ func benchPollRound(b *testing.B, n int) {
 		writeSecs += gatherer.LoadFloat(&m.LastWriteSeconds)
 	}
 	cpu := cpuTime(b) - cpu0
+	rssRound := rssKiB(b) // no GC: what the process holds right after a round
 	stopProfiles()
 	if failed > 0 {
 		b.Errorf("%d polls failed or were late in %d rounds of %d providers (%d warnings logged)", failed, rounds, n, g.warns.Load())
@@ -95,6 +98,7 @@ func benchPollRound(b *testing.B, n int) {
 	}
 	b.ReportMetric(float64(cpu.Microseconds())/float64(rounds*n), "cpu-us/provider")
 	b.ReportMetric(float64(rss1-rss0)/float64(n), "rss-KiB/provider")
+	b.ReportMetric(float64(rssRound-rss0)/float64(n), "rss-round-KiB/provider")
 	b.ReportMetric(float64(heap1-heap0)/1024/float64(n), "heap-KiB/provider")
 	b.ReportMetric(float64(stack1-stack0)/1024/float64(n), "stack-KiB/provider")
 	b.ReportMetric(float64(gr1-gr0)/float64(n), "goroutines/provider")
