@@ -37,6 +37,16 @@
 //     the values;
 //   - errors (no env.statsfile, a missing or corrupt file, an unknown graph
 //     name) are one clear line and a non-zero exit.
+//
+// Kept from the original on purpose: two nodes with the same nickname whose
+// tub IDs start with the same 4 characters get the same field name (munin
+// then shows one line for both); give nodes distinct nicknames.
+//
+// munin-node 2.0 tells every plugin MUNIN_CAP_MULTIGRAPH=1 and decides at
+// its start which plugins are multigraph plugins (by "multigraph" lines in
+// their config), hiding those from masters without the capability. The
+// multigraph plugin prints nothing while the stats file has no data, so
+// restart munin-node once the gatherer has polled its nodes.
 package muninplugin
 
 import (

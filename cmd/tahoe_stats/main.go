@@ -68,11 +68,12 @@ func run(args, env []string, stdout, stderr io.Writer) (code int) {
 	}
 	defer func() {
 		if r := recover(); r != nil {
-			c, ok := r.(exitCode)
-			if !ok {
-				panic(r)
+			if c, ok := r.(exitCode); ok {
+				code = int(c)
+				return
 			}
-			code = int(c)
+			// A bug: still one line for munin's log, not a stack trace.
+			code = fail(fmt.Errorf("internal error: %v (please report this)", r))
 		}
 	}()
 	var c cli

@@ -521,6 +521,11 @@ func TestInstallScript(t *testing.T) {
 	if b, _ := os.ReadFile(filepath.Join(plugins, "tahoe_storage_allocated")); string(b) != "#!/bin/sh\n" {
 		t.Error("a foreign file was overwritten")
 	}
+	// --user goes into the conf file.
+	install("--user", "nobody")
+	if confText, _ := os.ReadFile(filepath.Join(conf, "tahoe_stats")); !strings.HasSuffix(string(confText), "\nenv.statsfile "+path+"\nuser nobody\n") {
+		t.Errorf("conf file with --user:\n%s", confText)
+	}
 	// Bad usage.
 	if _, stderr, err := runCmd(t, time.Minute, script, "--lib-dir", lib); err == nil || !strings.Contains(stderr, "--statsfile PATH is required") {
 		t.Errorf("missing --statsfile: %v %q", err, stderr)
