@@ -9,12 +9,12 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"capstats/internal/testbin"
+	"capstats/internal/testutil"
 	"capstats/statsfile"
 )
 
@@ -27,25 +27,8 @@ func TestMain(m *testing.M) {
 type proc struct {
 	name   string
 	cmd    *exec.Cmd
-	out    *lockedBuf
+	out    *testutil.SyncBuffer
 	exited chan struct{}
-}
-
-type lockedBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // start runs a command in its own process group; the test's cleanup kills
@@ -54,7 +37,7 @@ func start(t *testing.T, name string, args ...string) *proc {
 	t.Helper()
 	cmd := exec.Command(name, args...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	p := &proc{name: filepath.Base(name), cmd: cmd, out: &lockedBuf{}, exited: make(chan struct{})}
+	p := &proc{name: filepath.Base(name), cmd: cmd, out: &testutil.SyncBuffer{}, exited: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = p.out, p.out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -80,19 +63,6 @@ func (p *proc) signal(t *testing.T, sig syscall.Signal) {
 			t.Fatalf("%s exited %d after SIGTERM:\n%s", p.name, code, p.out)
 		}
 	}
-}
-
-func waitFor(t *testing.T, what string, within time.Duration, cond func() bool) time.Duration {
-	t.Helper()
-	start := time.Now()
-	deadline := start.Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", within, what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	return time.Since(start)
 }
 
 func mustRun(t *testing.T, env []string, name string, args ...string) string {
@@ -133,7 +103,7 @@ func fresh(path string, since time.Time, tubIDs ...string) bool {
 func nodeTubID(t *testing.T, p *proc) string {
 	t.Helper()
 	var id string
-	waitFor(t, p.name+" to log its tub ID", 20*time.Second, func() bool {
+	testutil.WaitFor(t, p.name+" to log its tub ID", 20*time.Second, func() bool {
 		sc := bufio.NewScanner(strings.NewReader(p.out.String()))
 		for sc.Scan() {
 			line := sc.Text()
@@ -165,7 +135,7 @@ func TestOperatorPath(t *testing.T) {
 	mustRun(t, nil, gathererBin, "create", "--basedir", gdir, "--hostname", "127.0.0.1")
 	g := start(t, gathererBin, "run", "--basedir", gdir, "--interval", "1s", "--verbose")
 	furlPath := filepath.Join(gdir, "stats_gatherer.furl")
-	waitFor(t, "furl file", 20*time.Second, func() bool { _, err := os.Stat(furlPath); return err == nil })
+	testutil.WaitFor(t, "furl file", 20*time.Second, func() bool { _, err := os.Stat(furlPath); return err == nil })
 	furl, _ := os.ReadFile(furlPath)
 
 	var ids []string
@@ -179,7 +149,7 @@ func TestOperatorPath(t *testing.T) {
 		ids = append(ids, nodeTubID(t, n))
 	}
 	began := time.Now()
-	waitFor(t, "both nodes in stats.json", 30*time.Second, func() bool { return fresh(statsPath, began, ids...) })
+	testutil.WaitFor(t, "both nodes in stats.json", 30*time.Second, func() bool { return fresh(statsPath, began, ids...) })
 	// Another round, so the load monitor has samples.
 	time.Sleep(1500 * time.Millisecond)
 
@@ -216,7 +186,7 @@ func TestOperatorPath(t *testing.T) {
 	g.signal(t, syscall.SIGKILL)
 	restarted := time.Now()
 	g2 := start(t, gathererBin, "run", "--basedir", gdir, "--interval", "1s")
-	took := waitFor(t, "both nodes back after the restart", 30*time.Second, func() bool { return fresh(statsPath, restarted, ids...) })
+	took := testutil.WaitFor(t, "both nodes back after the restart", 30*time.Second, func() bool { return fresh(statsPath, restarted, ids...) })
 	t.Logf("nodes back %s after the gatherer restart", took)
 	if took > 5*time.Second {
 		t.Errorf("nodes took %s to come back, want <= 5s", took)

@@ -10,65 +10,15 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
-	"capnproto.org/go/capnp/v3"
-
 	"capstats/capnp/statsrpc"
-	"capstats/capnp/tub"
+	"capstats/internal/fakenode"
+	"capstats/internal/testutil"
 	"capstats/stats"
 	"capstats/statsfile"
-	"capstats/wire"
 )
-
-// fakeNode is a provider over a real TLS connection whose answers a test
-// scripts.
-type fakeNode struct {
-	id    *tub.Identity
-	conn  *tub.Conn
-	calls atomic.Int64
-	// answer builds the reply; nil means hang until the call is cancelled.
-	mu     sync.Mutex
-	answer func(statsrpc.Provider_getStats) error
-}
-
-func (f *fakeNode) setAnswer(a func(statsrpc.Provider_getStats) error) {
-	f.mu.Lock()
-	f.answer = a
-	f.mu.Unlock()
-}
-
-func (f *fakeNode) GetStats(ctx context.Context, call statsrpc.Provider_getStats) error {
-	f.calls.Add(1)
-	f.mu.Lock()
-	a := f.answer
-	f.mu.Unlock()
-	if a == nil {
-		call.Go()
-		<-ctx.Done()
-		return ctx.Err()
-	}
-	return a(call)
-}
-
-func (f *fakeNode) Ping(context.Context, statsrpc.Provider_ping) error { return nil }
-
-func answerWith(s stats.Snapshot) func(statsrpc.Provider_getStats) error {
-	return func(call statsrpc.Provider_getStats) error {
-		res, err := call.AllocResults()
-		if err != nil {
-			return err
-		}
-		st, err := res.NewStats()
-		if err != nil {
-			return err
-		}
-		return wire.FromSnapshot(s, st)
-	}
-}
 
 var sample = stats.Snapshot{
 	Counters: stats.Map{"storage_server.allocate": stats.Int(12)},
@@ -79,59 +29,15 @@ var sample = stats.Snapshot{
 	},
 }
 
-// connect dials the gatherer as a node would and calls provide.
-func connect(t *testing.T, furl tub.Furl, nickname string, answer func(statsrpc.Provider_getStats) error) *fakeNode {
-	t.Helper()
-	id, err := tub.NewIdentity()
-	if err != nil {
-		t.Fatal(err)
-	}
-	f := &fakeNode{id: id, answer: answer}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	conn, err := tub.Dial(ctx, furl, id, capnp.Client{}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.conn = conn
-	t.Cleanup(func() { conn.Close() })
-	prov := statsrpc.Provider_ServerToClient(f)
-	_, rel := statsrpc.Gatherer(conn.Object()).Provide(ctx, func(p statsrpc.Gatherer_provide_Params) error {
-		if err := p.SetNickname(nickname); err != nil {
-			return err
-		}
-		return p.SetProvider(prov)
-	})
-	rel()
-	return f
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // startDaemon creates and starts a gatherer in a temp basedir, running
 // rounds in the background until the test ends.
-func startDaemon(t *testing.T, cfg Config) (*Daemon, *syncBuffer) {
+func startDaemon(t *testing.T, cfg Config) (*Daemon, *testutil.SyncBuffer) {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), "g")
 	if err := Create(dir, CreateOptions{Hostname: "127.0.0.1"}); err != nil {
 		t.Fatal(err)
 	}
-	verbose := &syncBuffer{}
+	verbose := &testutil.SyncBuffer{}
 	cfg.Verbose = verbose
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.NewTextHandler(verbose, nil))
@@ -145,18 +51,6 @@ func startDaemon(t *testing.T, cfg Config) (*Daemon, *syncBuffer) {
 	go func() { d.Run(ctx); close(done) }()
 	t.Cleanup(func() { cancel(); <-done; d.Close() })
 	return d, verbose
-}
-
-// waitFor polls cond until it holds or the bound runs out.
-func waitFor(t *testing.T, what string, within time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", within, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 func readStats(t *testing.T, path string) map[string]map[string]any {
@@ -176,10 +70,10 @@ func readStats(t *testing.T, path string) map[string]map[string]any {
 
 func TestProviderAppearsWithExactShape(t *testing.T) {
 	d, _ := startDaemon(t, Config{Interval: time.Second})
-	n := connect(t, d.Furl, "storage 1", answerWith(sample))
+	n, _ := fakenode.Connect(t, d.Furl, "storage 1", fakenode.AnswerWith(sample))
 	var entry map[string]any
-	waitFor(t, "node in stats.json", 10*time.Second, func() bool {
-		entry = readStats(t, d.cfg.StatsFile)[n.id.TubID()]
+	testutil.WaitFor(t, "node in stats.json", 10*time.Second, func() bool {
+		entry = readStats(t, d.cfg.StatsFile)[n.TubID()]
 		return entry != nil && entry["timestamp"] != nil && entry["timestamp"] != json.Number("0")
 	})
 	raw, _ := os.ReadFile(d.cfg.StatsFile)
@@ -208,60 +102,60 @@ func TestProviderAppearsWithExactShape(t *testing.T) {
 
 func TestHungProviderDoesNotDelayOthers(t *testing.T) {
 	d, verbose := startDaemon(t, Config{Interval: time.Second, Timeout: 700 * time.Millisecond, WriteAfter: 300 * time.Millisecond})
-	healthy := connect(t, d.Furl, "healthy", answerWith(sample))
-	hung := connect(t, d.Furl, "hung", nil)
+	healthy, _ := fakenode.Connect(t, d.Furl, "healthy", fakenode.AnswerWith(sample))
+	hung, hungConn := fakenode.Connect(t, d.Furl, "hung", nil)
 
-	waitFor(t, "healthy written while hung is in flight", 10*time.Second, func() bool {
+	testutil.WaitFor(t, "healthy written while hung is in flight", 10*time.Second, func() bool {
 		m := readStats(t, d.cfg.StatsFile)
-		h := m[healthy.id.TubID()]
+		h := m[healthy.TubID()]
 		return h != nil && h["last_error"] == "" && h["timestamp"] != json.Number("0")
 	})
-	waitFor(t, "hung node marked with the timeout", 10*time.Second, func() bool {
-		e := readStats(t, d.cfg.StatsFile)[hung.id.TubID()]
+	testutil.WaitFor(t, "hung node marked with the timeout", 10*time.Second, func() bool {
+		e := readStats(t, d.cfg.StatsFile)[hung.TubID()]
 		return e != nil && strings.Contains(e["last_error"].(string), "timed out")
 	})
 	// Three timeouts in a row close the connection; the node side sees it.
 	select {
-	case <-hung.conn.Done():
+	case <-hungConn.Done():
 	case <-time.After(15 * time.Second):
 		t.Fatal("hung node's connection was not closed after repeated timeouts")
 	}
-	waitFor(t, "hung node marked down", 10*time.Second, func() bool {
-		e := readStats(t, d.cfg.StatsFile)[hung.id.TubID()]
+	testutil.WaitFor(t, "hung node marked down", 10*time.Second, func() bool {
+		e := readStats(t, d.cfg.StatsFile)[hung.TubID()]
 		return e != nil && e["up"] == false
 	})
-	if !strings.Contains(verbose.String(), `disconnect "hung" [`+hung.id.TubID()+`]`) {
+	if !strings.Contains(verbose.String(), `disconnect "hung" [`+hung.TubID()+`]`) {
 		t.Errorf("no disconnect line for the hung node in:\n%s", verbose)
 	}
-	if got := hung.calls.Load(); got < 3 {
+	if got := hung.Calls(); got < 3 {
 		t.Errorf("hung node was called %d times, want >= 3", got)
 	}
 	// The healthy node kept being polled all along.
-	if e := readStats(t, d.cfg.StatsFile)[healthy.id.TubID()]; e["up"] != true || e["last_error"] != "" {
+	if e := readStats(t, d.cfg.StatsFile)[healthy.TubID()]; e["up"] != true || e["last_error"] != "" {
 		t.Errorf("healthy node: %v", e)
 	}
 }
 
 func TestDisconnectMarksDown(t *testing.T) {
 	d, verbose := startDaemon(t, Config{Interval: time.Second})
-	n := connect(t, d.Furl, "leaver", answerWith(sample))
-	waitFor(t, "connect line", 10*time.Second, func() bool {
-		return strings.Contains(verbose.String(), `connect "leaver" [`+n.id.TubID()+`]`)
+	n, nConn := fakenode.Connect(t, d.Furl, "leaver", fakenode.AnswerWith(sample))
+	testutil.WaitFor(t, "connect line", 10*time.Second, func() bool {
+		return strings.Contains(verbose.String(), `connect "leaver" [`+n.TubID()+`]`)
 	})
-	waitFor(t, "node up", 10*time.Second, func() bool {
-		e := readStats(t, d.cfg.StatsFile)[n.id.TubID()]
+	testutil.WaitFor(t, "node up", 10*time.Second, func() bool {
+		e := readStats(t, d.cfg.StatsFile)[n.TubID()]
 		return e != nil && e["up"] == true
 	})
-	n.conn.Close()
-	waitFor(t, "node down", 10*time.Second, func() bool {
-		e := readStats(t, d.cfg.StatsFile)[n.id.TubID()]
+	nConn.Close()
+	testutil.WaitFor(t, "node down", 10*time.Second, func() bool {
+		e := readStats(t, d.cfg.StatsFile)[n.TubID()]
 		return e != nil && e["up"] == false
 	})
-	if !strings.Contains(verbose.String(), `disconnect "leaver" [`+n.id.TubID()+`]`) {
+	if !strings.Contains(verbose.String(), `disconnect "leaver" [`+n.TubID()+`]`) {
 		t.Errorf("no disconnect line in:\n%s", verbose)
 	}
 	// The entry and its last sample stay: entries are never dropped.
-	e := readStats(t, d.cfg.StatsFile)[n.id.TubID()]
+	e := readStats(t, d.cfg.StatsFile)[n.TubID()]
 	if e["stats"].(map[string]any)["counters"].(map[string]any)["storage_server.allocate"] != json.Number("12") {
 		t.Errorf("last sample lost: %v", e)
 	}
@@ -269,29 +163,25 @@ func TestDisconnectMarksDown(t *testing.T) {
 
 func TestReconnectReplacesOldConnection(t *testing.T) {
 	d, _ := startDaemon(t, Config{Interval: time.Second})
-	first := connect(t, d.Furl, "one", answerWith(sample))
+	first, firstConn := fakenode.Connect(t, d.Furl, "one", fakenode.AnswerWith(sample))
 	// Same identity, second connection.
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	conn, err := tub.Dial(ctx, d.Furl, first.id, capnp.Client{}, nil)
+	second := fakenode.New(t, fakenode.AnswerWith(sample))
+	second.ID = first.ID
+	conn, err := second.Attach(ctx, d.Furl, "two")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	second := &fakeNode{id: first.id, answer: answerWith(sample)}
-	_, rel := statsrpc.Gatherer(conn.Object()).Provide(ctx, func(p statsrpc.Gatherer_provide_Params) error {
-		p.SetNickname("two")
-		return p.SetProvider(statsrpc.Provider_ServerToClient(second))
-	})
-	rel()
 	select {
-	case <-first.conn.Done():
+	case <-firstConn.Done():
 	case <-time.After(10 * time.Second):
 		t.Fatal("old connection not closed when the same tub ID connected again")
 	}
-	waitFor(t, "second connection polled", 10*time.Second, func() bool {
-		e := readStats(t, d.cfg.StatsFile)[first.id.TubID()]
-		return second.calls.Load() > 0 && e != nil && e["nickname"] == "two" && e["up"] == true
+	testutil.WaitFor(t, "second connection polled", 10*time.Second, func() bool {
+		e := readStats(t, d.cfg.StatsFile)[first.TubID()]
+		return second.Calls() > 0 && e != nil && e["nickname"] == "two" && e["up"] == true
 	})
 	if n := len(readStats(t, d.cfg.StatsFile)); n != 1 {
 		t.Errorf("%d entries, want 1 per tub ID", n)
@@ -307,7 +197,7 @@ func TestBadRepliesRecordedNodeStaysPolled(t *testing.T) {
 	badName := stats.Snapshot{Stats: stats.Map{"bad\xffname": stats.Int(1)}}
 	ctrlName := stats.Snapshot{Stats: stats.Map{"bell\x07": stats.Int(1)}}
 	longName := stats.Snapshot{Stats: stats.Map{strings.Repeat("n", 300): stats.Int(1)}}
-	n := connect(t, d.Furl, "bad", answerWith(tooMany))
+	n, nConn := fakenode.Connect(t, d.Furl, "bad", fakenode.AnswerWith(tooMany))
 	for _, c := range []struct {
 		snap stats.Snapshot
 		want string
@@ -317,20 +207,20 @@ func TestBadRepliesRecordedNodeStaysPolled(t *testing.T) {
 		{ctrlName, "control character"},
 		{longName, "limit is 256"},
 	} {
-		n.setAnswer(answerWith(c.snap))
-		waitFor(t, "error "+c.want, 10*time.Second, func() bool {
-			e := readStats(t, d.cfg.StatsFile)[n.id.TubID()]
+		n.SetAnswer(fakenode.AnswerWith(c.snap))
+		testutil.WaitFor(t, "error "+c.want, 10*time.Second, func() bool {
+			e := readStats(t, d.cfg.StatsFile)[n.TubID()]
 			return e != nil && strings.Contains(e["last_error"].(string), c.want)
 		})
 	}
 	// Still connected and polled: a good reply clears the error.
-	n.setAnswer(answerWith(sample))
-	waitFor(t, "recovery", 10*time.Second, func() bool {
-		e := readStats(t, d.cfg.StatsFile)[n.id.TubID()]
+	n.SetAnswer(fakenode.AnswerWith(sample))
+	testutil.WaitFor(t, "recovery", 10*time.Second, func() bool {
+		e := readStats(t, d.cfg.StatsFile)[n.TubID()]
 		return e != nil && e["last_error"] == "" && e["up"] == true
 	})
 	select {
-	case <-n.conn.Done():
+	case <-nConn.Done():
 		t.Fatal("a bad reply closed the connection")
 	default:
 	}
@@ -338,28 +228,28 @@ func TestBadRepliesRecordedNodeStaysPolled(t *testing.T) {
 
 func TestOversizedMessageClosesOnlyThatNode(t *testing.T) {
 	d, _ := startDaemon(t, Config{Interval: 500 * time.Millisecond})
-	good := connect(t, d.Furl, "good", answerWith(sample))
+	good, _ := fakenode.Connect(t, d.Furl, "good", fakenode.AnswerWith(sample))
 	huge := stats.Snapshot{Stats: stats.Map{}}
 	for i := 0; i < 40000; i++ {
 		huge.Stats[strings.Repeat("h", 200)+string(rune('a'+i%26))+strings.Repeat("y", i/26)] = stats.Int(1)
 	}
-	bad := connect(t, d.Furl, "huge", answerWith(huge))
+	bad, badConn := fakenode.Connect(t, d.Furl, "huge", fakenode.AnswerWith(huge))
 	select {
-	case <-bad.conn.Done():
+	case <-badConn.Done():
 	case <-time.After(15 * time.Second):
 		t.Fatal("a reply over the message limit did not end the connection")
 	}
-	waitFor(t, "error recorded", 10*time.Second, func() bool {
-		e := readStats(t, d.cfg.StatsFile)[bad.id.TubID()]
+	testutil.WaitFor(t, "error recorded", 10*time.Second, func() bool {
+		e := readStats(t, d.cfg.StatsFile)[bad.TubID()]
 		return e != nil && e["up"] == false && e["last_error"] != ""
 	})
-	goodCalls := good.calls.Load()
-	waitFor(t, "good node still polled", 10*time.Second, func() bool { return good.calls.Load() > goodCalls+1 })
+	goodCalls := good.Calls()
+	testutil.WaitFor(t, "good node still polled", 10*time.Second, func() bool { return good.Calls() > goodCalls+1 })
 }
 
 func TestNaNBecomesNull(t *testing.T) {
 	d, _ := startDaemon(t, Config{Interval: 500 * time.Millisecond})
-	n := connect(t, d.Furl, "nan", func(call statsrpc.Provider_getStats) error {
+	n, _ := fakenode.Connect(t, d.Furl, "nan", func(call statsrpc.Provider_getStats) error {
 		res, _ := call.AllocResults()
 		st, _ := res.NewStats()
 		l, _ := st.NewStats(2)
@@ -370,8 +260,8 @@ func TestNaNBecomesNull(t *testing.T) {
 		_, err := st.NewCounters(0)
 		return err
 	})
-	waitFor(t, "NaN written as null", 10*time.Second, func() bool {
-		e := readStats(t, d.cfg.StatsFile)[n.id.TubID()]
+	testutil.WaitFor(t, "NaN written as null", 10*time.Second, func() bool {
+		e := readStats(t, d.cfg.StatsFile)[n.TubID()]
 		if e == nil {
 			return false
 		}
@@ -386,10 +276,10 @@ func TestUnwritableDirKeepsOldFile(t *testing.T) {
 	if _, err := exec.LookPath("chattr"); err != nil {
 		t.Skip("needs chattr (e2fsprogs) to make a directory unwritable for root")
 	}
-	var logs syncBuffer
+	var logs testutil.SyncBuffer
 	d, _ := startDaemon(t, Config{Interval: 300 * time.Millisecond, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
-	connect(t, d.Furl, "n", answerWith(sample))
-	waitFor(t, "first write", 10*time.Second, func() bool { return len(readStats(t, d.cfg.StatsFile)) == 1 })
+	fakenode.Connect(t, d.Furl, "n", fakenode.AnswerWith(sample))
+	testutil.WaitFor(t, "first write", 10*time.Second, func() bool { return len(readStats(t, d.cfg.StatsFile)) == 1 })
 	before, _ := os.ReadFile(d.cfg.StatsFile)
 	dir := filepath.Dir(d.cfg.StatsFile)
 	if out, err := exec.Command("chattr", "+i", dir).CombinedOutput(); err != nil {
@@ -397,7 +287,7 @@ func TestUnwritableDirKeepsOldFile(t *testing.T) {
 	}
 	defer exec.Command("chattr", "-i", dir).Run()
 	fails := d.Metrics().WriteFailures.Load()
-	waitFor(t, "a failed write", 10*time.Second, func() bool { return d.Metrics().WriteFailures.Load() > fails+1 })
+	testutil.WaitFor(t, "a failed write", 10*time.Second, func() bool { return d.Metrics().WriteFailures.Load() > fails+1 })
 	now, _ := os.ReadFile(d.cfg.StatsFile)
 	if !bytes.Equal(before, now) {
 		t.Fatal("stats.json changed while its directory was unwritable")
@@ -407,7 +297,7 @@ func TestUnwritableDirKeepsOldFile(t *testing.T) {
 	}
 	exec.Command("chattr", "-i", dir).Run()
 	writes := d.Metrics().Writes.Load()
-	waitFor(t, "writes resume", 10*time.Second, func() bool { return d.Metrics().Writes.Load() > writes })
+	testutil.WaitFor(t, "writes resume", 10*time.Second, func() bool { return d.Metrics().Writes.Load() > writes })
 	matches, _ := filepath.Glob(filepath.Join(dir, ".*.tmp-*"))
 	if len(matches) != 0 {
 		t.Errorf("temp files left: %v", matches)
@@ -416,12 +306,13 @@ func TestUnwritableDirKeepsOldFile(t *testing.T) {
 
 func TestGoroutinesReturnAfterChurn(t *testing.T) {
 	d, _ := startDaemon(t, Config{Interval: 200 * time.Millisecond})
-	connect(t, d.Furl, "warm", answerWith(sample)).conn.Close()
+	_, warm := fakenode.Connect(t, d.Furl, "warm", fakenode.AnswerWith(sample))
+	warm.Close()
 	time.Sleep(300 * time.Millisecond)
 	base := runtime.NumGoroutine()
 	for i := 0; i < 100; i++ {
-		n := connect(t, d.Furl, "churn", answerWith(sample))
-		n.conn.Close()
+		_, nConn := fakenode.Connect(t, d.Furl, "churn", fakenode.AnswerWith(sample))
+		nConn.Close()
 	}
 	deadline := time.Now().Add(15 * time.Second)
 	for runtime.NumGoroutine() > base+3 {

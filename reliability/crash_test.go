@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"capstats/internal/fakenode"
+	"capstats/internal/testutil"
 	"capstats/statsfile"
 )
 
@@ -29,15 +31,15 @@ func TestKillDuringWrites(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	for i := 0; i < providers; i++ {
-		p := newProvider(t, answerWith(snapshotOf(20)))
+		p := fakenode.New(t, fakenode.AnswerWith(fakenode.SnapshotOf(20)))
 		wg.Add(1)
-		go func() { defer wg.Done(); p.stayAttached(ctx, furl, "crash") }()
+		go func() { defer wg.Done(); p.StayAttached(ctx, furl, "crash") }()
 	}
 	defer func() { cancel(); wg.Wait() }()
 
 	rng := rand.New(rand.NewPCG(1, 2))
 	held := map[string]bool{}
-	waitFor(t, "first nodes in stats.json", 30*time.Second, func() bool {
+	testutil.WaitFor(t, "first nodes in stats.json", 30*time.Second, func() bool {
 		f, err := statsfile.Load(statsPath)
 		return err == nil && len(f.Nodes) > 0
 	})
@@ -74,7 +76,7 @@ func TestKillDuringWrites(t *testing.T) {
 	}
 	// After the last restart every node is back within 5 s.
 	start := time.Now()
-	waitFor(t, "all nodes back up", 30*time.Second, func() bool {
+	testutil.WaitFor(t, "all nodes back up", 30*time.Second, func() bool {
 		f, err := statsfile.Load(statsPath)
 		if err != nil {
 			return false

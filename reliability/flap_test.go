@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"capstats/gatherer"
+	"capstats/internal/fakenode"
 )
 
 // TestFlapping has 1,000 providers connect and disconnect for a minute,
@@ -49,15 +50,15 @@ func TestFlapping(t *testing.T) {
 			defer wg.Done()
 			rng := rand.New(rand.NewPCG(seed, 7))
 			slow := seed%4 == 0 // a quarter hang in getStats: they drop mid-call
-			var p *provider
+			var p *fakenode.Provider
 			if slow {
-				p = newProvider(t, nil)
+				p = fakenode.New(t, nil)
 			} else {
-				p = newProvider(t, answerWith(snapshotOf(10)))
+				p = fakenode.New(t, fakenode.AnswerWith(fakenode.SnapshotOf(10)))
 			}
 			for ctx.Err() == nil {
 				dctx, dcancel := context.WithTimeout(ctx, 10*time.Second)
-				conn, err := p.attach(dctx, d.Furl, "flap")
+				conn, err := p.Attach(dctx, d.Furl, "flap")
 				dcancel()
 				if err != nil {
 					continue
@@ -66,7 +67,7 @@ func TestFlapping(t *testing.T) {
 				case <-time.After(time.Duration(rng.IntN(400)) * time.Millisecond):
 				case <-ctx.Done():
 				}
-				if slow && p.calls.Load() > 0 {
+				if slow && p.Calls() > 0 {
 					midCall.Add(1)
 				}
 				conn.Close()

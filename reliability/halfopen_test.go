@@ -13,6 +13,7 @@ import (
 
 	"capstats/capnp/tub"
 	"capstats/gatherer"
+	"capstats/internal/testutil"
 	"capstats/node"
 )
 
@@ -187,7 +188,7 @@ func TestHalfOpenPeer(t *testing.T) {
 		}
 		return false, 0
 	}
-	waitFor(t, "node polled through the proxy", 20*time.Second, func() bool {
+	testutil.WaitFor(t, "node polled through the proxy", 20*time.Second, func() bool {
 		u, ts := up()
 		return u && ts > 0 && n.State().Connected
 	})
@@ -196,17 +197,17 @@ func TestHalfOpenPeer(t *testing.T) {
 
 	proxy.freeze()
 	frozeAt := time.Now()
-	waitFor(t, "gatherer gives up on the silent node", 20*time.Second, func() bool {
+	testutil.WaitFor(t, "gatherer gives up on the silent node", 20*time.Second, func() bool {
 		u, _ := up()
 		return !u
 	})
 	t.Logf("gatherer marked the node down %s after the freeze", time.Since(frozeAt).Round(time.Millisecond))
-	waitFor(t, "node notices polls stopped", 20*time.Second, func() bool { return !n.State().Connected })
+	testutil.WaitFor(t, "node notices polls stopped", 20*time.Second, func() bool { return !n.State().Connected })
 	t.Logf("node noticed %s after the freeze", time.Since(frozeAt).Round(time.Millisecond))
 
 	proxy.unfreeze()
 	thawedAt := time.Now()
-	waitFor(t, "node back after the proxy forwards again", 30*time.Second, func() bool {
+	testutil.WaitFor(t, "node back after the proxy forwards again", 30*time.Second, func() bool {
 		u, ts := up()
 		return u && ts > float64(thawedAt.UnixNano())/1e9
 	})

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"capstats/capnp/statsrpc"
+	"capstats/internal/fakenode"
+	"capstats/internal/testutil"
 	"capstats/statsfile"
 )
 
@@ -27,7 +29,7 @@ func lastError(t *testing.T, dir, tubID string) (string, bool, bool) {
 // rawEntries answers with n entries named by name(i), built directly on
 // the wire so that a hostile node can send what wire.FromSnapshot never
 // would (duplicates, bad UTF-8).
-func rawEntries(n int, name func(i int) string) func(statsrpc.Provider_getStats) error {
+func rawEntries(n int, name func(i int) string) fakenode.Answer {
 	return func(call statsrpc.Provider_getStats) error {
 		res, err := call.AllocResults()
 		if err != nil {
@@ -66,8 +68,8 @@ func TestHostileProviders(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 
-	honest := newProvider(t, answerWith(snapshotOf(20)))
-	hc, err := honest.attach(ctx, g.furl, "honest")
+	honest := fakenode.New(t, fakenode.AnswerWith(fakenode.SnapshotOf(20)))
+	hc, err := honest.Attach(ctx, g.furl, "honest")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -75,7 +77,7 @@ func TestHostileProviders(t *testing.T) {
 
 	cases := []struct {
 		name   string
-		answer func(statsrpc.Provider_getStats) error
+		answer fakenode.Answer
 		want   string
 		closes bool // over the message limit: the connection is dropped
 	}{
@@ -90,14 +92,14 @@ func TestHostileProviders(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			p := newProvider(t, c.answer)
-			conn, err := p.attach(ctx, g.furl, "hostile")
+			p := fakenode.New(t, c.answer)
+			conn, err := p.Attach(ctx, g.furl, "hostile")
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer conn.Close()
-			waitFor(t, "error recorded", 30*time.Second, func() bool {
-				e, up, ok := lastError(t, dir, p.id.TubID())
+			testutil.WaitFor(t, "error recorded", 30*time.Second, func() bool {
+				e, up, ok := lastError(t, dir, p.TubID())
 				if !ok || e == "" {
 					return false
 				}
@@ -112,12 +114,12 @@ func TestHostileProviders(t *testing.T) {
 					t.Fatal("a refused reply closed the connection")
 				default:
 				}
-				calls := p.calls.Load()
-				waitFor(t, "still polled", 10*time.Second, func() bool { return p.calls.Load() > calls })
+				calls := p.Calls()
+				testutil.WaitFor(t, "still polled", 10*time.Second, func() bool { return p.Calls() > calls })
 			}
-			honestCalls := honest.calls.Load()
-			waitFor(t, "honest node still polled", 10*time.Second, func() bool { return honest.calls.Load() > honestCalls })
-			if e, up, _ := lastError(t, dir, honest.id.TubID()); e != "" || !up {
+			honestCalls := honest.Calls()
+			testutil.WaitFor(t, "honest node still polled", 10*time.Second, func() bool { return honest.Calls() > honestCalls })
+			if e, up, _ := lastError(t, dir, honest.TubID()); e != "" || !up {
 				t.Fatalf("honest node affected: up=%v err=%q", up, e)
 			}
 		})
@@ -139,15 +141,15 @@ func TestProvideLoop(t *testing.T) {
 	g := startGatherer(t, dir, "--interval", "300ms")
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	honest := newProvider(t, answerWith(snapshotOf(20)))
-	hc, err := honest.attach(ctx, g.furl, "honest")
+	honest := fakenode.New(t, fakenode.AnswerWith(fakenode.SnapshotOf(20)))
+	hc, err := honest.Attach(ctx, g.furl, "honest")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer hc.Close()
 
-	p := newProvider(t, answerWith(snapshotOf(5)))
-	conn, err := p.attach(ctx, g.furl, "looper")
+	p := fakenode.New(t, fakenode.AnswerWith(fakenode.SnapshotOf(5)))
+	conn, err := p.Attach(ctx, g.furl, "looper")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -167,8 +169,8 @@ func TestProvideLoop(t *testing.T) {
 		}
 		rel()
 	}
-	honestCalls := honest.calls.Load()
-	waitFor(t, "honest node still polled", 10*time.Second, func() bool { return honest.calls.Load() > honestCalls+1 })
+	honestCalls := honest.Calls()
+	testutil.WaitFor(t, "honest node still polled", 10*time.Second, func() bool { return honest.Calls() > honestCalls+1 })
 	f, err := statsfile.Load(filepath.Join(dir, "stats.json"))
 	if err != nil {
 		t.Fatal(err)
