@@ -5,6 +5,7 @@ package wire
 
 import (
 	"fmt"
+	"sync"
 	"unicode/utf8"
 
 	"capstats/capnp/statsrpc"
@@ -95,10 +96,7 @@ func read(list statsrpc.Entry_List, lim Limits) (stats.Map, error) {
 		if err := CheckName(nb, lim.MaxNameLen); err != nil {
 			return nil, fmt.Errorf("entry %d: %w", i, err)
 		}
-		name := string(nb)
-		if _, dup := m[name]; dup {
-			return nil, fmt.Errorf("entry %d: duplicate name %q", i, name)
-		}
+		name := intern(nb)
 		var v stats.Value
 		switch val := e.Value(); val.Which() {
 		case statsrpc.Entry_value_Which_int:
@@ -110,9 +108,41 @@ func read(list statsrpc.Entry_List, lim Limits) (stats.Map, error) {
 		default:
 			return nil, fmt.Errorf("entry %q: unknown value kind %d", name, val.Which())
 		}
+		before := len(m)
 		m[name] = v
+		if len(m) == before {
+			return nil, fmt.Errorf("entry %d: duplicate name %q", i, name)
+		}
 	}
 	return m, nil
+}
+
+// interned holds one copy of each name seen, up to maxInterned of them.
+// Every node reports the same few dozen names, so the gatherer keeps one
+// string per name rather than one per node, and decoding a reply allocates
+// no strings. The bound caps what a node sending made-up names can cost;
+// past it, names are simply allocated.
+var interned = struct {
+	sync.RWMutex
+	m map[string]string
+}{m: make(map[string]string)}
+
+const maxInterned = 4096
+
+func intern(b []byte) string {
+	interned.RLock()
+	s, ok := interned.m[string(b)]
+	interned.RUnlock()
+	if ok {
+		return s
+	}
+	s = string(b)
+	interned.Lock()
+	if len(interned.m) < maxInterned {
+		interned.m[s] = s
+	}
+	interned.Unlock()
+	return s
 }
 
 // CheckName enforces the rules for a stat name: non-empty, at most maxLen
@@ -125,6 +155,13 @@ func CheckName(b []byte, maxLen int) error {
 		return fmt.Errorf("name of %d bytes, limit is %d", len(b), maxLen)
 	}
 	for i := 0; i < len(b); {
+		if c := b[i]; c < utf8.RuneSelf { // ASCII, most names
+			if c < 0x20 || c == 0x7f {
+				return fmt.Errorf("name has a control character")
+			}
+			i++
+			continue
+		}
 		r, size := utf8.DecodeRune(b[i:])
 		if r == utf8.RuneError && size == 1 {
 			return fmt.Errorf("name is not valid UTF-8")
