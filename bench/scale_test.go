@@ -161,6 +161,8 @@ var stormOptions = &tub.Options{MaxHandshakes: 64}
 //   - cold: a fresh gatherer; one loadgen generates 1,000 identities, then
 //     dials all of them at the same moment. storm-s runs from that moment
 //     to the 1,000th provider polled.
+//   - paced: the same, but 64 dials at a time (loadgen's default): the
+//     baseline for cold.
 //   - restart: 1,000 providers are connected with -reconnect 100ms; the
 //     gatherer is closed and started again from its basedir (same port,
 //     same furl) and every provider redials. storm-s runs from the new
@@ -171,43 +173,9 @@ var stormOptions = &tub.Options{MaxHandshakes: 64}
 // concurrent handshakes (tub.Options.MaxHandshakes) keeps the first close to
 // the second. After the storm one round must poll every provider.
 func BenchmarkHandshakeStorm(b *testing.B) {
-	b.Run("cold", func(b *testing.B) {
-		raiseNofile(b, stormProviders+256)
-		var storm, peak, steady, failures float64
-		iters := 0
-		for b.Loop() {
-			g := startGatherer(b, b.TempDir(), stormOptions)
-			gs := sampleGoroutines(time.Millisecond)
-			lg := startLoadgen(b, g.d.Furl, "-n", strconv.Itoa(stormProviders), "-storm", "-reconnect", "100ms", "-attempts", "100")
-			dialing, err := lg.waitLine("loadgen: dialing", time.Minute)
-			if err != nil {
-				b.Fatal(err)
-			}
-			at, err := strconv.ParseInt(dialing["at"], 10, 64)
-			if err != nil {
-				b.Fatalf("dialing line: %v", dialing)
-			}
-			_, last, err := g.polled.wait(stormProviders, 2*time.Minute)
-			if err != nil {
-				b.Fatal(err)
-			}
-			storm += last.Sub(time.Unix(0, at)).Seconds()
-			peak += float64(gs.finish())
-			steady += float64(stormSteady(b, g))
-			ready, err := lg.waitLine("loadgen: ready", time.Minute)
-			if err != nil {
-				b.Fatal(err)
-			}
-			if err := lg.stop(); err != nil {
-				b.Fatal(err)
-			}
-			failures += float64(atoi(b, ready, "failed"))
-			g.close()
-			iters++
-		}
-		reportStorm(b, iters, storm, peak, steady)
-		b.ReportMetric(failures/float64(iters), "gave-up")
-	})
+	for _, mode := range []struct{ name, flag string }{{"cold", "-storm"}, {"paced", "-concurrency=64"}} {
+		b.Run(mode.name, func(b *testing.B) { benchColdStorm(b, mode.flag) })
+	}
 	b.Run("restart", func(b *testing.B) {
 		raiseNofile(b, stormProviders+256)
 		g := startGatherer(b, b.TempDir(), stormOptions)
@@ -240,15 +208,58 @@ func BenchmarkHandshakeStorm(b *testing.B) {
 	})
 }
 
-// stormSteady checks that the gatherer survived the storm, a round
-// polling every provider, and returns its goroutine count once settled.
+// benchColdStorm has a fresh gatherer and a loadgen of stormProviders that
+// dials with flag (-storm: all at once; -concurrency=64: paced, the
+// baseline).
+func benchColdStorm(b *testing.B, flag string) {
+	raiseNofile(b, stormProviders+256)
+	var storm, peak, steady, failures float64
+	iters := 0
+	for b.Loop() {
+		g := startGatherer(b, b.TempDir(), stormOptions)
+		gs := sampleGoroutines(time.Millisecond)
+		lg := startLoadgen(b, g.d.Furl, "-n", strconv.Itoa(stormProviders), flag, "-reconnect", "100ms", "-attempts", "100")
+		dialing, err := lg.waitLine("loadgen: dialing", time.Minute)
+		if err != nil {
+			b.Fatal(err)
+		}
+		at, err := strconv.ParseInt(dialing["at"], 10, 64)
+		if err != nil {
+			b.Fatalf("dialing line: %v", dialing)
+		}
+		_, last, err := g.polled.wait(stormProviders, 2*time.Minute)
+		if err != nil {
+			b.Fatal(err)
+		}
+		storm += last.Sub(time.Unix(0, at)).Seconds()
+		peak += float64(gs.finish())
+		steady += float64(stormSteady(b, g))
+		ready, err := lg.waitLine("loadgen: ready", time.Minute)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := lg.stop(); err != nil {
+			b.Fatal(err)
+		}
+		failures += float64(atoi(b, ready, "failed"))
+		g.close()
+		iters++
+	}
+	reportStorm(b, iters, storm, peak, steady)
+	b.ReportMetric(failures/float64(iters), "gave-up")
+}
+
+// stormSteady returns the goroutine count once the storm has settled, and
+// checks that the gatherer survived it: a round polls every provider.
 func stormSteady(b *testing.B, g *harnessGatherer) int {
 	b.Helper()
+	quiesce()
+	steady := runtime.NumGoroutine()
 	g.d.Round(context.Background())
 	if ok := g.d.Metrics().LastRoundOK.Load(); ok != stormProviders {
 		b.Fatalf("after the storm a round polled %d of %d providers", ok, stormProviders)
 	}
-	return runtime.NumGoroutine()
+	return steady
 }
 
 func reportStorm(b *testing.B, iters int, storm, peak, steady float64) {
