@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -18,6 +20,7 @@ import (
 
 	"capstats/capnp/tub"
 	"capstats/gatherer"
+	"capstats/gatherer/web"
 	"capstats/statsfile"
 )
 
@@ -56,6 +59,7 @@ type RunCmd struct {
 	Timeout    time.Duration `help:"Timeout of one poll (default: the smaller of 30s and --interval)."`
 	WriteAfter time.Duration `help:"Longest a round waits for slow nodes before writing stats.json (default: the smaller of 5s and --timeout)." name:"write-after"`
 	Verbose    bool          `help:"Print connect/disconnect lines and a line per poll round." short:"v"`
+	HTTP       string        `help:"Serve /metrics (OpenMetrics, for Prometheus), /stats.json and a status page on this address, e.g. 127.0.0.1:8080 (off unless given)." name:"http" placeholder:"ADDR"`
 }
 
 // FurlCmd prints the furl.
@@ -108,18 +112,47 @@ func (c *RunCmd) Run(cli *CLI, log *slog.Logger) error {
 	if c.Verbose {
 		verbose = os.Stdout
 	}
-	d, err := gatherer.Start(cli.Basedir, gatherer.Config{
+	cfg := gatherer.Config{
 		Interval:   c.Interval,
 		Timeout:    c.Timeout,
 		WriteAfter: c.WriteAfter,
 		Logger:     log,
 		Verbose:    verbose,
-	}, &tub.Options{Logger: log})
+	}
+	// The HTTP listener comes first, so that a taken address fails the
+	// command before the furl is announced.
+	var (
+		httpLn net.Listener
+		hist   *web.History
+	)
+	if c.HTTP != "" {
+		if httpLn, err = net.Listen("tcp", c.HTTP); err != nil {
+			return fmt.Errorf("--http: %w", err)
+		}
+		defer httpLn.Close()
+		hist = web.NewHistory(web.HistoryOptions{Interval: c.Interval})
+		cfg.OnPoll = hist.Record
+	}
+	d, err := gatherer.Start(cli.Basedir, cfg, &tub.Options{Logger: log})
 	if err != nil {
 		return err
 	}
 	fmt.Printf("StatsGatherer: %s\n", d.Furl)
 	log.Info("gatherer running", "tubid", d.Listener.TubID(), "listen", d.Listener.Addr().String(), "interval", c.Interval)
+	if httpLn != nil {
+		srv := &http.Server{
+			Handler:           web.New(d.Gatherer, web.Options{History: hist, Interval: c.Interval, Logger: log}),
+			ReadHeaderTimeout: 10 * time.Second,
+			ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+		}
+		go srv.Serve(httpLn)
+		defer func() {
+			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			srv.Shutdown(sctx)
+		}()
+		log.Info("http serving", "url", "http://"+httpLn.Addr().String()+"/")
+	}
 
 	err = d.Run(ctx)
 	if cerr := d.Close(); err == nil {
