@@ -4,6 +4,7 @@ import (
 	"context"
 	"io/fs"
 	"math"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -132,6 +133,9 @@ func (g *Gatherer) Write() error {
 		return err
 	}
 	g.metrics.Writes.Add(1)
+	if fi, err := os.Stat(g.cfg.StatsFile); err == nil {
+		g.metrics.LastWriteBytes.Store(fi.Size())
+	}
 	return nil
 }
 

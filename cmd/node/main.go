@@ -11,6 +11,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"strings"
@@ -20,6 +22,7 @@ import (
 	"github.com/alecthomas/kong"
 
 	"capstats/node"
+	"capstats/nodehttp"
 )
 
 // CLI is the command line.
@@ -28,6 +31,7 @@ type CLI struct {
 	Nickname   string        `help:"Name shown for this node in the gatherer's output."`
 	StorageDir string        `help:"Directory to report as storage_server.* stats (disk space and bytes used under it)." type:"path" name:"storage-dir"`
 	MaxBackoff time.Duration `help:"Longest wait between attempts to reach the gatherer." default:"600s" name:"max-backoff"`
+	HTTP       string        `help:"Serve /statistics?t=json, /statistics?t=openmetrics and /metrics on this address, e.g. 127.0.0.1:9467 (off unless given)." name:"http" placeholder:"ADDR"`
 	Verbose    bool          `help:"Log every connection attempt and other debug lines." short:"v"`
 
 	// FurlCheck is how often the furl file is checked for changes.
@@ -107,8 +111,16 @@ func run(ctx context.Context, cli *CLI, log *slog.Logger, hup <-chan os.Signal) 
 		return err
 	}
 
-	// Issue 7's --http ADDR belongs here: serve p.Snapshot and n.State
-	// until ctx is done, beside n.Run.
+	if cli.HTTP != "" {
+		ln, err := net.Listen("tcp", cli.HTTP)
+		if err != nil {
+			return fmt.Errorf("--http: %w", err)
+		}
+		srv := &http.Server{Handler: nodehttp.Handler(p.Snapshot, nil), ReadHeaderTimeout: 10 * time.Second}
+		go srv.Serve(ln)
+		defer srv.Close()
+		log.Info("http serving", "url", "http://"+ln.Addr().String()+"/statistics?t=json")
+	}
 
 	go func() {
 		for {
