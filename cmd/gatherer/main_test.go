@@ -4,15 +4,24 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"capstats/capnp/tub"
+	"capstats/internal/fakenode"
 	"capstats/internal/testbin"
+	"capstats/internal/testutil"
+	"capstats/openmetrics/omtest"
+	"capstats/stats"
 )
 
 func TestMain(m *testing.M) {
@@ -42,7 +51,7 @@ func run(t *testing.T, args ...string) (stdout, stderr string, code int) {
 type daemon struct {
 	cmd    *exec.Cmd
 	furl   string
-	stderr *bytes.Buffer
+	stderr *testutil.SyncBuffer
 	lines  chan string
 }
 
@@ -53,7 +62,7 @@ func startRun(t *testing.T, args ...string) *daemon {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := &daemon{cmd: cmd, stderr: &bytes.Buffer{}, lines: make(chan string, 1000)}
+	d := &daemon{cmd: cmd, stderr: &testutil.SyncBuffer{}, lines: make(chan string, 1000)}
 	cmd.Stderr = d.stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -241,5 +250,58 @@ func TestBasedirIsAFile(t *testing.T) {
 	_, errOut, code := run(t, "run", "--basedir", f)
 	if code == 0 || !strings.Contains(errOut, f) {
 		t.Fatalf("exit %d, %q", code, errOut)
+	}
+}
+
+func TestHTTPMetricsPassPromtool(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "g")
+	d := startRun(t, "--basedir", dir, "--interval", "1s", "--http", "127.0.0.1:0")
+	var base string
+	testutil.WaitFor(t, "the http address in the log", 20*time.Second, func() bool {
+		m := regexp.MustCompile(`url=(http://127\.0\.0\.1:\d+)/`).FindStringSubmatch(d.stderr.String())
+		if m != nil {
+			base = m[1]
+		}
+		return m != nil
+	})
+	furl, err := tub.ParseFurl(d.furl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, conn := fakenode.Connect(t, furl, "scraped", fakenode.AnswerWith(stats.Snapshot{
+		Counters: stats.Map{"storage_server.allocate": stats.Int(3)},
+		Stats: stats.Map{"load_monitor.avg_load": stats.Float(0.5),
+			"storage_server.latencies.get.99_9_percentile": stats.Null()},
+	}))
+	defer conn.Close()
+	var metrics []byte
+	testutil.WaitFor(t, "the node in /metrics", 20*time.Second, func() bool {
+		resp, err := http.Get(base + "/metrics")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		metrics, _ = io.ReadAll(resp.Body)
+		return bytes.Contains(metrics, []byte("load_monitor_avg_load{")) && bytes.Contains(metrics, []byte(`nickname="scraped"`))
+	})
+	if problems := omtest.Promtool(t, metrics); len(problems) != 0 {
+		t.Errorf("promtool check metrics: %v\n%s", problems, metrics)
+	}
+	for _, want := range []string{"capstats_up{", "capstats_gatherer_rounds_total", "storage_server_allocate_total{"} {
+		if !bytes.Contains(metrics, []byte(want)) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+	d.stop(t)
+
+	// A taken address stops the command before it announces a furl.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	out, errOut, code := run(t, "--basedir", dir, "--http", ln.Addr().String())
+	if code == 0 || strings.Contains(out, "StatsGatherer:") || !strings.Contains(errOut, "--http") {
+		t.Errorf("taken --http address: exit %d, stdout %q, stderr %q", code, out, errOut)
 	}
 }
