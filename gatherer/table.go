@@ -3,20 +3,48 @@ package gatherer
 import (
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
 
+	"capstats/stats"
 	"capstats/statsfile"
 )
 
 // tableStats are the stats shown beside each node by WriteTable: the ones an
 // operator looks at first.
-var tableStats = []struct{ header, name string }{
-	{"LOAD", "load_monitor.avg_load"},
-	{"CPU-1M", "cpu_monitor.1min_avg"},
-	{"UPTIME", "node.uptime"},
-	{"DISK-AVAIL", "storage_server.disk_avail"},
+var tableStats = []struct {
+	header, name string
+	format       func(stats.Value) string
+}{
+	{"LOAD", "load_monitor.avg_load", short},
+	{"CPU-1M", "cpu_monitor.1min_avg", short},
+	{"UPTIME", "node.uptime", duration},
+	{"DISK-AVAIL", "storage_server.disk_avail", byteSize},
+}
+
+// short prints a value with at most four significant digits.
+func short(v stats.Value) string {
+	if v.Kind() == stats.KindInt {
+		return strconv.FormatInt(v.Int(), 10)
+	}
+	return strconv.FormatFloat(v.Float(), 'g', 4, 64)
+}
+
+func duration(v stats.Value) string {
+	return time.Duration(v.Float() * float64(time.Second)).Round(time.Second).String()
+}
+
+func byteSize(v stats.Value) string {
+	f := v.Float()
+	for _, unit := range []string{"B", "KiB", "MiB", "GiB", "TiB"} {
+		if f < 1024 || unit == "TiB" {
+			return strconv.FormatFloat(f, 'f', 1, 64) + unit
+		}
+		f /= 1024
+	}
+	return ""
 }
 
 // WriteTable prints one line per node of f: nickname, tub ID, up, age of the
@@ -41,8 +69,8 @@ func WriteTable(w io.Writer, f *statsfile.File, now time.Time) error {
 				v, ok = n.Stats.Counters[s.name]
 			}
 			cell := "-"
-			if ok {
-				cell = string(v.AppendDecimal(nil))
+			if ok && !v.IsNull() {
+				cell = s.format(v)
 			}
 			row = append(row, cell)
 		}
