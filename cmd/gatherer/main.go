@@ -26,7 +26,7 @@ import (
 
 // CLI is the command line; `gatherer --basedir DIR` alone means run.
 type CLI struct {
-	Basedir  string     `help:"Directory holding the gatherer's key, furl and stats.json." required:"" type:"path" env:"CAPSTATS_GATHERER_BASEDIR"`
+	Basedir  string     `help:"Directory holding the gatherer's key, furl and stats.json." required:"" type:"path" placeholder:"DIR" env:"CAPSTATS_GATHERER_BASEDIR"`
 	LogLevel slog.Level `help:"Log level: debug, info, warn, error." default:"info" name:"log-level"`
 
 	Create CreateCmd `cmd:"" help:"Create a new gatherer basedir."`
@@ -48,9 +48,9 @@ func (c *StatusCmd) Run(cli *CLI) error {
 
 // CreateCmd makes a basedir.
 type CreateCmd struct {
-	Hostname string `help:"Host name nodes use to reach this gatherer; a free TCP port is picked."`
-	Location string `help:"Connection hints nodes use, e.g. tcp:stats.example.org:3456 (with --port)."`
-	Port     string `help:"Where to listen: tcp:PORT, tcp:PORT:interface=ADDR or PORT (with --location)."`
+	Hostname string `help:"Host name nodes use to reach this gatherer; a free TCP port is picked." placeholder:"HOST"`
+	Location string `help:"Connection hints nodes use, e.g. tcp:stats.example.org:3456 (with --port)." placeholder:"HINTS"`
+	Port     string `help:"Where to listen: tcp:PORT, tcp:PORT:interface=ADDR or PORT (with --location)." placeholder:"PORT"`
 }
 
 // RunCmd runs the gatherer.

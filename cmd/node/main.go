@@ -27,7 +27,7 @@ import (
 
 // CLI is the command line.
 type CLI struct {
-	Basedir    string        `help:"Directory holding the node's identity (private/node.pem) and the gatherer's furl (stats_gatherer.furl); created if missing." required:"" type:"path" env:"CAPSTATS_NODE_BASEDIR"`
+	Basedir    string        `help:"Directory holding the node's identity (private/node.pem) and the gatherer's furl (stats_gatherer.furl); created if missing." required:"" type:"path" placeholder:"DIR" env:"CAPSTATS_NODE_BASEDIR"`
 	Nickname   string        `help:"Name shown for this node in the gatherer's output."`
 	StorageDir string        `help:"Directory to report as storage_server.* stats (disk space and bytes used under it)." type:"path" name:"storage-dir"`
 	MaxBackoff time.Duration `help:"Longest wait between attempts to reach the gatherer." default:"600s" name:"max-backoff"`
