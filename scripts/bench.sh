@@ -171,8 +171,7 @@ END {
 }' "$RAW" | tee "$OUT/summary.txt"
 
 if [ -f "$OUT/hyperfine.json" ]; then
-	echo
-	echo "== hyperfine (whole process, mean ± σ) =="
+	{ echo; echo "== hyperfine: munin plugin, whole process, mean ± σ =="; } | tee -a "$OUT/summary.txt"
 	# Pull "command" and "mean"/"stddev" (seconds) out without needing jq.
 	tr -d '\n ' <"$OUT/hyperfine.json" | grep -o '"command":"[^"]*","mean":[0-9.e-]*,"stddev":[0-9.e-]*' |
 		awk -F'[:,"]+' '{ m[$3] = $5 * 1000; s[$3] = $7 * 1000; o[++n] = $3 }
