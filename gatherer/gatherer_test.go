@@ -310,7 +310,8 @@ func TestGoroutinesReturnAfterChurn(t *testing.T) {
 	warm.Close()
 	time.Sleep(300 * time.Millisecond)
 	base := runtime.NumGoroutine()
-	for i := 0; i < 100; i++ {
+	// 200 connect/provide/disconnect cycles.
+	for i := 0; i < 200; i++ {
 		_, nConn := fakenode.Connect(t, d.Furl, "churn", fakenode.AnswerWith(sample))
 		nConn.Close()
 	}
