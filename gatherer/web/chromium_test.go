@@ -2,6 +2,7 @@ package web
 
 import (
 	"bytes"
+	"capstats/internal/testutil"
 	"context"
 	"image/png"
 	"math"
@@ -104,7 +105,7 @@ func TestStatusPageInChromium(t *testing.T) {
 			}
 		}
 	}()
-	waitFor(t, "5 chart points per node", 30*time.Second, func() bool {
+	testutil.WaitFor(t, "5 chart points per node", 30*time.Second, func() bool {
 		for _, n := range nodes {
 			if len(l.hist.Series(n.id.TubID(), DefaultStat, time.Now())) < 5 {
 				return false
@@ -114,7 +115,7 @@ func TestStatusPageInChromium(t *testing.T) {
 	})
 	gamma.conn.Close()
 	beta.setFail("disk on fire")
-	waitFor(t, "gamma down and beta failing", 15*time.Second, func() bool {
+	testutil.WaitFor(t, "gamma down and beta failing", 15*time.Second, func() bool {
 		for _, n := range l.d.File().Nodes {
 			if n.TubID == gamma.id.TubID() && n.Up || n.TubID == beta.id.TubID() && !strings.Contains(n.LastError, "disk on fire") {
 				return false

@@ -3,7 +3,6 @@ package web
 import (
 	"compress/gzip"
 	"context"
-	"errors"
 	"io"
 	"log/slog"
 	"net/http"
@@ -14,30 +13,24 @@ import (
 	"testing"
 	"time"
 
-	"capnproto.org/go/capnp/v3"
-
 	"capstats/capnp/statsrpc"
 	"capstats/capnp/tub"
 	"capstats/gatherer"
+	"capstats/internal/fakenode"
 	"capstats/stats"
-	"capstats/wire"
 )
 
 // fakeNode is a provider over a real TLS connection to a real gatherer,
-// answering with whatever snapshot the test sets (the pattern of
-// gatherer/gatherer_test.go).
+// answering with whatever snapshot the test sets, or failing while a
+// failure is set.
 type fakeNode struct {
+	*fakenode.Provider
 	id   *tub.Identity
 	conn *tub.Conn
+
 	mu   sync.Mutex
 	snap stats.Snapshot
-	fail string // when set, getStats fails with this
-}
-
-func (f *fakeNode) setFail(msg string) {
-	f.mu.Lock()
-	f.fail = msg
-	f.mu.Unlock()
+	fail string
 }
 
 func (f *fakeNode) set(s stats.Snapshot) {
@@ -46,50 +39,28 @@ func (f *fakeNode) set(s stats.Snapshot) {
 	f.mu.Unlock()
 }
 
-func (f *fakeNode) GetStats(ctx context.Context, call statsrpc.Provider_getStats) error {
+func (f *fakeNode) setFail(msg string) {
 	f.mu.Lock()
-	s, fail := f.snap, f.fail
+	f.fail = msg
 	f.mu.Unlock()
-	if fail != "" {
-		return errors.New(fail)
-	}
-	res, err := call.AllocResults()
-	if err != nil {
-		return err
-	}
-	st, err := res.NewStats()
-	if err != nil {
-		return err
-	}
-	return wire.FromSnapshot(s, st)
 }
 
-func (f *fakeNode) Ping(context.Context, statsrpc.Provider_ping) error { return nil }
+func (f *fakeNode) answer(call statsrpc.Provider_getStats) error {
+	f.mu.Lock()
+	snap, fail := f.snap, f.fail
+	f.mu.Unlock()
+	if fail != "" {
+		return fakenode.Fail(fail)(call)
+	}
+	return fakenode.AnswerWith(snap)(call)
+}
 
 // connect dials the gatherer as a node would and calls provide.
 func connect(t *testing.T, furl tub.Furl, nickname string, snap stats.Snapshot) *fakeNode {
 	t.Helper()
-	id, err := tub.NewIdentity()
-	if err != nil {
-		t.Fatal(err)
-	}
-	f := &fakeNode{id: id, snap: snap}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	conn, err := tub.Dial(ctx, furl, id, capnp.Client{}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.conn = conn
-	t.Cleanup(func() { conn.Close() })
-	prov := statsrpc.Provider_ServerToClient(f)
-	_, rel := statsrpc.Gatherer(conn.Object()).Provide(ctx, func(p statsrpc.Gatherer_provide_Params) error {
-		if err := p.SetNickname(nickname); err != nil {
-			return err
-		}
-		return p.SetProvider(prov)
-	})
-	rel()
+	f := &fakeNode{snap: snap}
+	p, conn := fakenode.Connect(t, furl, nickname, f.answer)
+	f.Provider, f.id, f.conn = p, p.ID, conn
 	return f
 }
 
@@ -160,17 +131,6 @@ func get(t *testing.T, url, accept string) (string, *http.Response) {
 }
 
 // waitFor polls cond until it holds or the bound runs out.
-func waitFor(t *testing.T, what string, within time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", within, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // sampleLine finds the sample line of a metric for a tub ID.
 func sampleLine(exposition, metric, tubID string) string {
 	prefix := metric + `{tubid="` + tubID + `"`

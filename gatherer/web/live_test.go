@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"capstats/internal/testutil"
 	"capstats/openmetrics"
 	"capstats/openmetrics/omtest"
 )
@@ -18,7 +19,7 @@ func TestLiveMetricsPassPromtool(t *testing.T) {
 	b := connect(t, l.d.Furl, `quote " and \ backslash`, storageSnap(0.02))
 	c := connect(t, l.d.Furl, "", storageSnap(0.03))
 	var text string
-	waitFor(t, "three nodes with stats in /metrics", 15*time.Second, func() bool {
+	testutil.WaitFor(t, "three nodes with stats in /metrics", 15*time.Second, func() bool {
 		text, _ = get(t, l.srv.URL+"/metrics", "")
 		for _, n := range []*fakeNode{a, b, c} {
 			if sampleLine(text, "load_monitor_avg_load", n.id.TubID()) == "" {
@@ -76,11 +77,11 @@ func TestLiveUpGoesToZeroAfterDisconnect(t *testing.T) {
 		text, _ := get(t, l.srv.URL+"/metrics", "")
 		return sampleLine(text, "capstats_up", n.id.TubID())
 	}
-	waitFor(t, "both nodes up", 15*time.Second, func() bool {
+	testutil.WaitFor(t, "both nodes up", 15*time.Second, func() bool {
 		return strings.HasSuffix(up(stay), " 1") && strings.HasSuffix(up(leave), " 1")
 	})
 	leave.conn.Close()
-	waitFor(t, "capstats_up 0 for the node that left", 15*time.Second, func() bool {
+	testutil.WaitFor(t, "capstats_up 0 for the node that left", 15*time.Second, func() bool {
 		return strings.HasSuffix(up(leave), " 0")
 	})
 	text, _ := get(t, l.srv.URL+"/metrics", "")
