@@ -213,15 +213,14 @@ func (g *Gatherer) provide(peer *tub.Peer, nickname string, prov statsrpc.Provid
 		}
 		g.verbose("connect %q [%s]", nickname, peer.TubID)
 		g.cfg.Logger.Info("node connected", "nickname", nickname, "tubid", peer.TubID, "remote", peer.RemoteAddr.String())
-		go g.watch(n, peer)
+		peer.AfterClose(func() { g.watch(n, peer) })
 	}
-	g.pollNode(n)
+	g.pollNode(n, nil)
 }
 
 // watch marks a node down when its connection ends.
 func (g *Gatherer) watch(n *node, peer *tub.Peer) {
 	defer g.polls.Done()
-	<-peer.Done()
 	g.mu.Lock()
 	if n.peer != peer {
 		g.mu.Unlock() // replaced by a newer connection
@@ -247,25 +246,27 @@ func (g *Gatherer) verbose(format string, args ...any) {
 }
 
 // pollNode starts one getStats call unless one is already in flight for
-// the node; the returned channel is closed when the call has ended.
-func (g *Gatherer) pollNode(n *node) <-chan struct{} {
-	done := make(chan struct{})
+// the node; when round is not nil it is done when the call has ended.
+func (g *Gatherer) pollNode(n *node, round *sync.WaitGroup) {
 	g.mu.Lock()
 	if g.closed || n.polling || n.peer == nil {
 		g.mu.Unlock()
-		close(done)
-		return done
+		return
 	}
 	n.polling = true
 	prov, peer := n.provider.AddRef(), n.peer
 	g.polls.Add(1)
+	if round != nil {
+		round.Add(1)
+	}
 	g.mu.Unlock()
 	go func() {
 		defer g.polls.Done()
-		defer close(done)
+		if round != nil {
+			defer round.Done()
+		}
 		g.poll(n, prov, peer)
 	}()
-	return done
 }
 
 func (g *Gatherer) poll(n *node, prov statsrpc.Provider, peer *tub.Peer) {

@@ -62,9 +62,7 @@ func (g *Gatherer) Round(ctx context.Context) {
 
 	var wg sync.WaitGroup
 	for _, n := range nodes {
-		done := g.pollNode(n)
-		wg.Add(1)
-		go func() { <-done; wg.Done() }()
+		g.pollNode(n, &wg)
 	}
 	all := make(chan struct{})
 	go func() { wg.Wait(); close(all) }()

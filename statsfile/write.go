@@ -3,11 +3,17 @@ package statsfile
 import (
 	"fmt"
 	"sync"
+	"sync/atomic"
 
 	"capstats/internal/atomicfile"
 )
 
 var bufPool sync.Pool // *[]byte, the previous round's encoding buffer
+
+// lastSize is the size of the previous file: when the pool has lost its
+// buffer to a garbage collection (it does, between rounds a minute apart),
+// the new one starts at that size instead of growing to it by doubling.
+var lastSize atomic.Int64
 
 // WriteFile replaces the file at path with f, atomically (see
 // internal/atomicfile): after a crash path holds either the old or the new
@@ -17,9 +23,11 @@ var bufPool sync.Pool // *[]byte, the previous round's encoding buffer
 func WriteFile(path string, f *File) error {
 	bp, _ := bufPool.Get().(*[]byte)
 	if bp == nil {
-		bp = new([]byte)
+		b := make([]byte, 0, lastSize.Load()+lastSize.Load()/8)
+		bp = &b
 	}
 	*bp = f.AppendJSON((*bp)[:0])
+	lastSize.Store(int64(len(*bp)))
 	err := atomicfile.Write(path, *bp, 0o644)
 	bufPool.Put(bp)
 	if err != nil {

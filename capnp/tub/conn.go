@@ -86,6 +86,9 @@ type codec struct {
 
 	nc  net.Conn
 	dec *capnp.Decoder
+
+	closeOnce sync.Once
+	onClose   func() // run once the transport is closed; may be nil
 }
 
 func newCodec(nc net.Conn, maxSize uint64) *codec {
@@ -128,7 +131,17 @@ func (c *codec) Decode() (*capnp.Message, error) {
 	return m, nil
 }
 
-func (c *codec) Close() error { return c.nc.Close() }
+// Close is called by the RPC connection once, as it ends, whichever side
+// ended it; it then runs onClose.
+func (c *codec) Close() error {
+	err := c.nc.Close()
+	c.closeOnce.Do(func() {
+		if c.onClose != nil {
+			c.onClose()
+		}
+	})
+	return err
+}
 
 // err returns why reading stopped, if it has.
 func (c *codec) err() error {

@@ -32,9 +32,10 @@ type Peer struct {
 	TubID      string
 	RemoteAddr net.Addr
 
-	nc    net.Conn
-	codec *codec
-	done  chan struct{}
+	nc     net.Conn
+	codec  *codec
+	ctx    context.Context // canceled when the connection has ended
+	cancel context.CancelFunc
 }
 
 // Err says why the connection ended, when it ended on a read error such as
@@ -55,7 +56,11 @@ func readErr(c *codec) error {
 func (p *Peer) Close() error { return p.nc.Close() }
 
 // Done is closed when the connection to the peer has ended.
-func (p *Peer) Done() <-chan struct{} { return p.done }
+func (p *Peer) Done() <-chan struct{} { return p.ctx.Done() }
+
+// AfterClose arranges for f to run in its own goroutine once the connection
+// to the peer has ended, without a goroutine waiting for it meanwhile.
+func (p *Peer) AfterClose(f func()) { context.AfterFunc(p.ctx, f) }
 
 type peerKey struct{}
 
@@ -77,6 +82,8 @@ type Listener struct {
 	conns    map[*rpc.Conn]struct{}
 	closed   bool
 
+	tlsConf  *tls.Config
+	boot     statsrpc.Tub // one restorer for every connection
 	sem      chan struct{}
 	wg       sync.WaitGroup
 	guesses  atomic.Int64
@@ -102,6 +109,8 @@ func Listen(addr string, id *Identity, opts *Options) (*Listener, error) {
 		conns:    make(map[*rpc.Conn]struct{}),
 		sem:      make(chan struct{}, opts.maxHandshakes()),
 	}
+	l.tlsConf = l.serverTLS()
+	l.boot = statsrpc.Tub_ServerToClient(&restorer{l: l})
 	l.wg.Add(1)
 	go l.acceptLoop()
 	return l, nil
@@ -174,6 +183,7 @@ func (l *Listener) Close() error {
 		c.Close()
 	}
 	l.wg.Wait()
+	l.boot.Release()
 	for _, e := range exports {
 		e.client.Release()
 	}
@@ -218,10 +228,11 @@ func (l *Listener) serverTLS() *tls.Config {
 	}
 }
 
+// serve does the handshake and starts the RPC connection; the wait group
+// is done when the connection ends (or fails to start).
 func (l *Listener) serve(raw net.Conn) {
-	defer l.wg.Done()
 	log := l.opts.logger()
-	tc := tls.Server(raw, l.serverTLS())
+	tc := tls.Server(raw, l.tlsConf)
 	ctx, cancel := context.WithTimeout(context.Background(), l.opts.handshakeTimeout())
 	err := tc.HandshakeContext(ctx)
 	cancel()
@@ -229,6 +240,7 @@ func (l *Listener) serve(raw net.Conn) {
 	if err != nil {
 		log.Debug("TLS handshake failed", "remote", raw.RemoteAddr().String(), "err", err)
 		raw.Close()
+		l.wg.Done()
 		return
 	}
 	peer := &Peer{
@@ -236,39 +248,41 @@ func (l *Listener) serve(raw net.Conn) {
 		RemoteAddr: raw.RemoteAddr(),
 		nc:         tc,
 		codec:      newCodec(tc, l.opts.maxMessageSize()),
-		done:       make(chan struct{}),
 	}
+	peer.ctx, peer.cancel = context.WithCancel(context.Background())
 	peerCtx := context.WithValue(context.Background(), peerKey{}, peer)
-	boot := statsrpc.Tub_ServerToClient(&restorer{l: l, peer: peer})
-	conn := rpc.NewConn(transport.New(peer.codec), &rpc.Options{
-		BootstrapClient: capnp.Client(boot),
-		Logger:          rpcLogger{log},
-		BaseContext:     func() context.Context { return peerCtx },
-	})
+	var conn *rpc.Conn
+	// No goroutine waits for the connection to end: the RPC connection
+	// closes its transport last thing, and that cleans up.
+	peer.codec.onClose = func() {
+		l.mu.Lock()
+		delete(l.conns, conn)
+		l.mu.Unlock()
+		peer.cancel()
+		l.wg.Done()
+	}
 	l.mu.Lock()
 	if l.closed {
 		l.mu.Unlock()
-		conn.Close()
 		tc.Close()
-		close(peer.done)
+		peer.cancel()
+		l.wg.Done()
 		return
 	}
+	conn = rpc.NewConn(transport.New(peer.codec), &rpc.Options{
+		BootstrapClient: capnp.Client(l.boot).AddRef(),
+		Logger:          rpcLogger{log},
+		BaseContext:     func() context.Context { return peerCtx },
+	})
 	l.conns[conn] = struct{}{}
 	l.mu.Unlock()
 	log.Debug("connection", "peer", peer.TubID, "remote", peer.RemoteAddr.String())
-
-	<-conn.Done()
-	tc.Close()
-	l.mu.Lock()
-	delete(l.conns, conn)
-	l.mu.Unlock()
-	close(peer.done)
 }
 
-// restorer is the bootstrap object of one connection.
+// restorer is the bootstrap object of every connection; the peer calling
+// it is in the call's context.
 type restorer struct {
-	l    *Listener
-	peer *Peer
+	l *Listener
 }
 
 // ErrUnknownSwissnum is what a caller of fetch sees for a swiss number that
@@ -282,7 +296,8 @@ func (r *restorer) Fetch(ctx context.Context, call statsrpc.Tub_fetch) error {
 	}
 	c, ok := r.l.lookup(swiss)
 	if !ok {
-		r.l.noteGuess(r.peer)
+		peer, _ := PeerFromContext(ctx)
+		r.l.noteGuess(peer)
 		return ErrUnknownSwissnum
 	}
 	res, err := call.AllocResults()
@@ -299,6 +314,10 @@ func (l *Listener) noteGuess(p *Peer) {
 	now := time.Now().UnixNano()
 	last := l.lastWarn.Load()
 	if now-last < int64(10*time.Second) || !l.lastWarn.CompareAndSwap(last, now) {
+		return
+	}
+	if p == nil {
+		l.opts.logger().Warn("fetch with an unknown swiss number", "unknown_total", n)
 		return
 	}
 	l.opts.logger().Warn("fetch with an unknown swiss number", "peer", p.TubID, "remote", p.RemoteAddr.String(), "unknown_total", n)
