@@ -249,3 +249,33 @@ func TestDemo(t *testing.T) {
 		}
 	}
 }
+
+// TestMakeInstall installs the three commands under a DESTDIR, as a
+// packager would.
+func TestMakeInstall(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds all commands")
+	}
+	dest := t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "make", "install", "PREFIX=/usr", "DESTDIR="+dest)
+	cmd.Dir = testbin.Root(t)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("make install: %v\n%s", err, out)
+	}
+	for _, name := range []string{"gatherer", "node", "tahoe_stats"} {
+		path := filepath.Join(dest, "usr", "bin", name)
+		fi, err := os.Stat(path)
+		if err != nil {
+			t.Errorf("make install did not install %s: %v", name, err)
+			continue
+		}
+		if fi.Mode().Perm() != 0o755 {
+			t.Errorf("%s has mode %o, want 755", path, fi.Mode().Perm())
+		}
+		if out, err := exec.Command(path, "--help").CombinedOutput(); err != nil {
+			t.Errorf("installed %s --help: %v\n%s", name, err, out)
+		}
+	}
+}
