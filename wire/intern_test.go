@@ -41,10 +41,31 @@ func TestNamesInterned(t *testing.T) {
 			t.Fatalf("name %d: got %v", i, got.Counters)
 		}
 	}
-	interned.RLock()
-	n := len(interned.m)
-	interned.RUnlock()
+	interned.mu.Lock()
+	n := len(interned.all)
+	interned.mu.Unlock()
 	if n > maxInterned {
 		t.Errorf("%d names interned, bound is %d", n, maxInterned)
+	}
+}
+
+// A name already interned skips CheckName but not the length limit of the
+// reply at hand.
+func TestInternedNameStillLengthChecked(t *testing.T) {
+	interned.mu.Lock() // start from an empty table: another test may have filled it
+	interned.all, interned.misses, interned.stale = nil, 0, false
+	interned.read.Store(nil)
+	interned.mu.Unlock()
+	s := stats.Snapshot{Counters: stats.Map{"interned.then.too.long": stats.Int(1)}, Stats: stats.Map{}}
+	for range 3 { // enough lookups for the name to be published
+		if _, err := decode(encode(t, s), DefaultLimits); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, ok := lookupInterned([]byte("interned.then.too.long")); !ok {
+		t.Fatal("name not interned")
+	}
+	if _, err := decode(encode(t, s), Limits{MaxNameLen: 8}); err == nil {
+		t.Error("a known name over MaxNameLen was accepted")
 	}
 }

@@ -6,6 +6,7 @@ package wire
 import (
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"unicode/utf8"
 
 	"capstats/capnp/statsrpc"
@@ -86,17 +87,25 @@ func ToSnapshot(src statsrpc.Stats, lim Limits) (stats.Snapshot, error) {
 }
 
 func read(list statsrpc.Entry_List, lim Limits) (stats.Map, error) {
-	m := make(stats.Map, list.Len())
-	for i := 0; i < list.Len(); i++ {
+	n := list.Len()
+	m := make(stats.Map, n)
+	for i := 0; i < n; i++ {
 		e := list.At(i)
 		nb, err := e.NameBytes()
 		if err != nil {
 			return nil, fmt.Errorf("entry %d: %w", i, err)
 		}
-		if err := CheckName(nb, lim.MaxNameLen); err != nil {
-			return nil, fmt.Errorf("entry %d: %w", i, err)
+		// A name seen before has passed CheckName already; only its length
+		// is checked again, as lim may differ from the one it passed.
+		name, known := lookupInterned(nb)
+		if !known {
+			if err := CheckName(nb, lim.MaxNameLen); err != nil {
+				return nil, fmt.Errorf("entry %d: %w", i, err)
+			}
+			name = intern(nb)
+		} else if lim.MaxNameLen > 0 && len(nb) > lim.MaxNameLen {
+			return nil, fmt.Errorf("entry %d: name of %d bytes, limit is %d", i, len(nb), lim.MaxNameLen)
 		}
-		name := intern(nb)
 		var v stats.Value
 		switch val := e.Value(); val.Which() {
 		case statsrpc.Entry_value_Which_int:
@@ -120,28 +129,59 @@ func read(list statsrpc.Entry_List, lim Limits) (stats.Map, error) {
 // interned holds one copy of each name seen, up to maxInterned of them.
 // Every node reports the same few dozen names, so the gatherer keeps one
 // string per name rather than one per node, and decoding a reply allocates
-// no strings. The bound caps what a node sending made-up names can cost;
-// past it, names are simply allocated.
-var interned = struct {
-	sync.RWMutex
-	m map[string]string
-}{m: make(map[string]string)}
+// no strings. Only names that passed CheckName are kept, so a name found
+// here needs no second check. The bound caps what a node sending made-up
+// names can cost; past it, names are simply allocated.
+//
+// Lookups read an immutable map without locking (pollers on every core
+// decode at once; a read lock's shared counter was a contended cache line).
+// New names go into all under mu, and a copy of all is published once as
+// many lookups have missed as it holds names, so that publishing costs
+// O(1) per miss.
+var interned struct {
+	read   atomic.Pointer[map[string]string] // immutable once published
+	mu     sync.Mutex
+	all    map[string]string // every interned name; guarded by mu
+	misses int               // lookups that went to all since the last publish
+	stale  bool              // all holds names read does not
+}
 
 const maxInterned = 4096
 
+// lookupInterned returns the interned copy of b, if there is one.
+func lookupInterned(b []byte) (string, bool) {
+	if m := interned.read.Load(); m != nil {
+		s, ok := (*m)[string(b)]
+		return s, ok
+	}
+	return "", false
+}
+
+// intern returns the interned copy of b, adding it if there is room. b
+// must have passed CheckName.
 func intern(b []byte) string {
-	interned.RLock()
-	s, ok := interned.m[string(b)]
-	interned.RUnlock()
-	if ok {
-		return s
+	interned.mu.Lock()
+	defer interned.mu.Unlock()
+	if interned.all == nil {
+		interned.all = make(map[string]string)
 	}
-	s = string(b)
-	interned.Lock()
-	if len(interned.m) < maxInterned {
-		interned.m[s] = s
+	s, ok := interned.all[string(b)]
+	if !ok {
+		s = string(b)
+		if len(interned.all) < maxInterned {
+			interned.all[s] = s
+			interned.stale = true
+		}
 	}
-	interned.Unlock()
+	interned.misses++
+	if interned.stale && interned.misses >= len(interned.all) {
+		m := make(map[string]string, len(interned.all))
+		for k, v := range interned.all {
+			m[k] = v
+		}
+		interned.read.Store(&m)
+		interned.misses, interned.stale = 0, false
+	}
 	return s
 }
 
