@@ -13,6 +13,7 @@ import (
 
 	"capstats/capnp/statsrpc"
 	"capstats/capnp/tub"
+	"capstats/internal/fakenode"
 	"capstats/stats"
 	"capstats/wire"
 )
@@ -24,15 +25,7 @@ const roundTripEntries = 50
 type provider struct{ snap stats.Snapshot }
 
 func (p *provider) GetStats(_ context.Context, call statsrpc.Provider_getStats) error {
-	res, err := call.AllocResults()
-	if err != nil {
-		return err
-	}
-	st, err := res.NewStats()
-	if err != nil {
-		return err
-	}
-	return wire.FromSnapshot(p.snap, st)
+	return fakenode.AnswerWith(p.snap)(call)
 }
 
 func (p *provider) Ping(context.Context, statsrpc.Provider_ping) error { return nil }

@@ -300,22 +300,30 @@ func waitGoroutines(t *testing.T, base int) {
 	}
 }
 
-func TestServerSeesDisconnect(t *testing.T) {
+// connectedPeer dials a fresh listener and returns both ends of the
+// connection: the server's Peer (caught in a call) and the client's Conn.
+func connectedPeer(t *testing.T) (*Peer, *Conn) {
+	t.Helper()
 	l, err := Listen("127.0.0.1:0", newID(t), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
+	t.Cleanup(func() { l.Close() })
 	peers := make(chan *Peer, 1)
 	f := l.Register(capnp.Client(statsrpc.Provider_ServerToClient(peerCatcher(peers))))
 	conn, err := Dial(ctxT(t), f, newID(t), capnp.Client{}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { conn.Close() })
 	if err := ping(ctxT(t), conn.Object()); err != nil {
 		t.Fatal(err)
 	}
-	peer := <-peers
+	return <-peers, conn
+}
+
+func TestServerSeesDisconnect(t *testing.T) {
+	peer, conn := connectedPeer(t)
 	conn.Close()
 	select {
 	case <-peer.Done():
@@ -337,20 +345,8 @@ func (p peerCatcher) Ping(ctx context.Context, call statsrpc.Provider_ping) erro
 }
 
 func TestPeerCloseEndsClientConn(t *testing.T) {
-	l, err := Listen("127.0.0.1:0", newID(t), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	peers := make(chan *Peer, 1)
-	f := l.Register(capnp.Client(statsrpc.Provider_ServerToClient(peerCatcher(peers))))
-	conn, err := Dial(ctxT(t), f, newID(t), capnp.Client{}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	ping(ctxT(t), conn.Object())
-	(<-peers).Close()
+	peer, conn := connectedPeer(t)
+	peer.Close()
 	select {
 	case <-conn.Done():
 	case <-time.After(10 * time.Second):
