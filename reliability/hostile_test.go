@@ -68,12 +68,7 @@ func TestHostileProviders(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 
-	honest := fakenode.New(t, fakenode.AnswerWith(fakenode.SnapshotOf(20)))
-	hc, err := honest.Attach(ctx, g.furl, "honest")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer hc.Close()
+	honest, _ := fakenode.Connect(t, g.furl, "honest", fakenode.AnswerWith(fakenode.SnapshotOf(20)))
 
 	cases := []struct {
 		name   string
@@ -141,12 +136,7 @@ func TestProvideLoop(t *testing.T) {
 	g := startGatherer(t, dir, "--interval", "300ms")
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	honest := fakenode.New(t, fakenode.AnswerWith(fakenode.SnapshotOf(20)))
-	hc, err := honest.Attach(ctx, g.furl, "honest")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer hc.Close()
+	honest, _ := fakenode.Connect(t, g.furl, "honest", fakenode.AnswerWith(fakenode.SnapshotOf(20)))
 
 	p := fakenode.New(t, fakenode.AnswerWith(fakenode.SnapshotOf(5)))
 	conn, err := p.Attach(ctx, g.furl, "looper")
