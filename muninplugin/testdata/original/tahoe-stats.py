@@ -2,7 +2,9 @@
 # A reconstruction of the original plugin's logic (Tahoe-LAFS
 # misc/munin/tahoe-stats.py, JSON era, 2016), for cross-checking capstats'
 # tahoe_stats: the table comes from ../../munin-graphs.json, the clock from
-# $NOW. Not the original file; the loop is the original's: print the header,
+# $NOW. Not the original file, but its loop was checked line by line against
+# the original's (tahoe-lafs misc/operations_helpers/munin/tahoe_stats,
+# output_nodes and main), and the table against its PLUGINS: print the header,
 # then for every node (dict order = file order) whose stat is not None the
 # series lines; fetch skips nodes older than 300 s and prints the value with
 # Python's %s.
