@@ -87,6 +87,9 @@ type node struct {
 	polling  bool
 	timeouts int // in a row
 	errors   int64
+	// warned is the poll error last logged at warning level, so that a node
+	// failing the same way every round makes one line, not one per round.
+	warned string
 }
 
 // Gatherer polls providers and keeps their latest samples.
@@ -295,9 +298,13 @@ func (g *Gatherer) poll(n *node, prov statsrpc.Provider, peer *tub.Peer) {
 	n.entry.LastPoll = epoch(start)
 	n.entry.PollSeconds = end.Sub(start).Seconds()
 	closeIt := false
+	logAs := slog.LevelDebug
 	if err != nil {
 		n.entry.LastError = err.Error()
 		n.errors++
+		if n.warned != n.entry.LastError {
+			n.warned, logAs = n.entry.LastError, slog.LevelWarn
+		}
 		if timedOut {
 			n.timeouts++
 			closeIt = n.timeouts >= g.cfg.MaxTimeouts && n.peer == peer
@@ -309,14 +316,22 @@ func (g *Gatherer) poll(n *node, prov statsrpc.Provider, peer *tub.Peer) {
 		n.entry.LastError = ""
 		n.entry.Timestamp = epoch(end)
 		n.entry.Stats = snap
+		if n.warned != "" {
+			n.warned, logAs = "", slog.LevelInfo
+		}
 	}
 	nick, timeouts := n.entry.Nickname, n.timeouts
 	g.mu.Unlock()
 
 	if err != nil {
-		g.cfg.Logger.Warn("poll failed", "nickname", nick, "tubid", peer.TubID, "err", err)
-	} else if g.cfg.OnPoll != nil {
-		g.cfg.OnPoll(peer.TubID, end, snap)
+		g.cfg.Logger.Log(context.Background(), logAs, "poll failed", "nickname", nick, "tubid", peer.TubID, "err", err)
+	} else {
+		if logAs == slog.LevelInfo {
+			g.cfg.Logger.Info("polls succeed again", "nickname", nick, "tubid", peer.TubID)
+		}
+		if g.cfg.OnPoll != nil {
+			g.cfg.OnPoll(peer.TubID, end, snap)
+		}
 	}
 	if closeIt {
 		g.cfg.Logger.Warn("closing connection after repeated timeouts", "nickname", nick, "tubid", peer.TubID, "timeouts", timeouts)

@@ -367,3 +367,23 @@ func TestLoadKeepsOrderAndMarksDown(t *testing.T) {
 
 func nan() float64 { z := 0.0; return z / z }
 func inf() float64 { z := 0.0; return 1 / z }
+
+// A node that fails the same way every round makes one warning, not one
+// per round, and a line when it recovers.
+func TestRepeatedFailureLoggedOnce(t *testing.T) {
+	var logs testutil.SyncBuffer
+	d, _ := startDaemon(t, Config{Interval: 100 * time.Millisecond, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	n, _ := fakenode.Connect(t, d.Furl, "flaky", fakenode.Fail("disk on fire"))
+	testutil.WaitFor(t, "five failed polls", 20*time.Second, func() bool { return d.PollErrors(n.TubID()) >= 5 })
+	if c := strings.Count(logs.String(), "poll failed"); c != 1 {
+		t.Errorf("%d warnings for 5 identical failures, want 1:\n%s", c, logs.String())
+	}
+	n.SetAnswer(fakenode.AnswerWith(sample))
+	testutil.WaitFor(t, "recovery logged", 20*time.Second, func() bool {
+		return strings.Contains(logs.String(), "polls succeed again")
+	})
+	n.SetAnswer(fakenode.Fail("disk on fire"))
+	testutil.WaitFor(t, "a new failure warned again", 20*time.Second, func() bool {
+		return strings.Count(logs.String(), "poll failed") == 2
+	})
+}
