@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -67,14 +68,36 @@ func (o *Options) maxHandshakes() int {
 	return o.MaxHandshakes
 }
 
-// rpcLogger passes go-capnp's messages to slog one level down: the RPC
-// system reports every peer that hangs up as an error.
+// rpcLogger passes go-capnp's messages to slog one level down, and the
+// ones that only say a connection ended, which the RPC system reports as
+// errors, down to debug: the tub logs connections itself, and a warning
+// should mean something is wrong.
 type rpcLogger struct{ l *slog.Logger }
 
 func (r rpcLogger) Debug(msg string, args ...any) { r.l.Debug(msg, args...) }
 func (r rpcLogger) Info(msg string, args ...any)  { r.l.Debug(msg, args...) }
-func (r rpcLogger) Warn(msg string, args ...any)  { r.l.Info(msg, args...) }
-func (r rpcLogger) Error(msg string, args ...any) { r.l.Warn(msg, args...) }
+func (r rpcLogger) Warn(msg string, args ...any) {
+	r.l.Log(context.Background(), r.level(msg, slog.LevelInfo), msg, args...)
+}
+func (r rpcLogger) Error(msg string, args ...any) {
+	r.l.Log(context.Background(), r.level(msg, slog.LevelWarn), msg, args...)
+}
+
+// connectionEnded are the endings of go-capnp's messages about a
+// connection closing in the ordinary way.
+var connectionEnded = []string{
+	"connection closed", "context canceled", "EOF", "use of closed network connection",
+	"connection reset by peer", "broken pipe",
+}
+
+func (r rpcLogger) level(msg string, otherwise slog.Level) slog.Level {
+	for _, end := range connectionEnded {
+		if strings.HasSuffix(msg, end) {
+			return slog.LevelDebug
+		}
+	}
+	return otherwise
+}
 
 // codec frames Cap'n Proto messages over a TLS stream and caps the size of
 // reads. Writes go through a pooled buffer, so that one message is one TLS

@@ -420,3 +420,18 @@ func mustPEM(t *testing.T, id *Identity) []byte {
 	}
 	return b
 }
+
+func TestRPCLoggerQuietOnOrdinaryEnds(t *testing.T) {
+	var buf bytes.Buffer
+	r := rpcLogger{slog.New(slog.NewTextHandler(&buf, nil))}
+	r.Error("rpc: remote abort: connection closed")
+	r.Error("rpc: send release: send message: context canceled")
+	r.Error("rpc: receive: EOF")
+	if buf.Len() != 0 {
+		t.Errorf("ordinary connection ends logged at info or above:\n%s", buf.String())
+	}
+	r.Error("rpc: incoming call: unknown question ID")
+	if !strings.Contains(buf.String(), "level=WARN") {
+		t.Errorf("a protocol error was not logged as a warning:\n%s", buf.String())
+	}
+}
