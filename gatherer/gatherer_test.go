@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"strings"
 	"testing"
@@ -153,6 +154,9 @@ func TestDisconnectMarksDown(t *testing.T) {
 	})
 	if !strings.Contains(verbose.String(), `disconnect "leaver" [`+n.TubID()+`]`) {
 		t.Errorf("no disconnect line in:\n%s", verbose)
+	}
+	if !regexp.MustCompile(`(?m)^round: 1 nodes polled, 1 ok, 0 failed, [0-9.]+[µm]?s$`).MatchString(verbose.String()) {
+		t.Errorf("no per-round line (nodes polled, ok, failed, time) in:\n%s", verbose)
 	}
 	// The entry and its last sample stay: entries are never dropped.
 	e := readStats(t, d.cfg.StatsFile)[n.TubID()]
