@@ -104,6 +104,8 @@ func TestProviderAppearsWithExactShape(t *testing.T) {
 func TestHungProviderDoesNotDelayOthers(t *testing.T) {
 	d, verbose := startDaemon(t, Config{Interval: time.Second, Timeout: 700 * time.Millisecond, WriteAfter: 300 * time.Millisecond})
 	healthy, _ := fakenode.Connect(t, d.Furl, "healthy", fakenode.AnswerWith(sample))
+	testutil.WaitFor(t, "healthy polled", 10*time.Second, func() bool { return healthy.Calls() > 0 })
+	base := runtime.NumGoroutine()
 	hung, hungConn := fakenode.Connect(t, d.Furl, "hung", nil)
 
 	testutil.WaitFor(t, "healthy written while hung is in flight", 10*time.Second, func() bool {
@@ -130,6 +132,16 @@ func TestHungProviderDoesNotDelayOthers(t *testing.T) {
 	}
 	if got := hung.Calls(); got < 3 {
 		t.Errorf("hung node was called %d times, want >= 3", got)
+	}
+	// Both ends of the hung node's connection are gone, and its calls.
+	hungConn.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for runtime.NumGoroutine() > base+2 {
+		if time.Now().After(deadline) {
+			buf := make([]byte, 1<<20)
+			t.Fatalf("goroutines %d, %d before the hung node came\n%s", runtime.NumGoroutine(), base, buf[:runtime.Stack(buf, true)])
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 	// The healthy node kept being polled all along.
 	if e := readStats(t, d.cfg.StatsFile)[healthy.TubID()]; e["up"] != true || e["last_error"] != "" {
