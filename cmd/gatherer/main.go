@@ -98,6 +98,21 @@ func (c *RunCmd) Run(cli *CLI, log *slog.Logger) error {
 	// Before anything is printed: whoever reads the furl may signal at once.
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	// SIGHUP would end the process by default; a gatherer has nothing to
+	// reload, so say so and go on (log rotation and terminals send it).
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				log.Info("SIGHUP ignored: the gatherer has nothing to reload")
+			}
+		}
+	}()
 	empty, err := gatherer.IsEmptyDir(cli.Basedir)
 	if err != nil {
 		return err

@@ -126,6 +126,11 @@ func TestCreateRunRestartSameFurl(t *testing.T) {
 	}
 
 	d := startRun(t, "run", "--basedir", dir, "--interval", "1s")
+	// SIGHUP (log rotation, a closed terminal) does not stop it.
+	d.cmd.Process.Signal(syscall.SIGHUP)
+	testutil.WaitFor(t, "the SIGHUP to be noted", 10*time.Second, func() bool {
+		return strings.Contains(d.stderr.String(), "SIGHUP ignored")
+	})
 	furlFile, err := os.ReadFile(filepath.Join(dir, "stats_gatherer.furl"))
 	if err != nil {
 		t.Fatal(err)
