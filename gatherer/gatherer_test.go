@@ -403,3 +403,47 @@ func TestRepeatedFailureLoggedOnce(t *testing.T) {
 		return strings.Count(logs.String(), "poll failed") == 2
 	})
 }
+
+// A node is polled as soon as it provides, not at the next round.
+func TestNewNodePolledAtOnce(t *testing.T) {
+	d, _ := startDaemon(t, Config{Interval: time.Hour})
+	time.Sleep(100 * time.Millisecond) // the first round (at start) is over
+	n, _ := fakenode.Connect(t, d.Furl, "newcomer", fakenode.AnswerWith(sample))
+	testutil.WaitFor(t, "the newcomer polled long before the next round", 10*time.Second, func() bool { return n.Calls() > 0 })
+}
+
+// However often rounds come, a node has at most one call in flight.
+func TestOneCallInFlightPerNode(t *testing.T) {
+	d, _ := startDaemon(t, Config{Interval: 50 * time.Millisecond, Timeout: 5 * time.Second, WriteAfter: 20 * time.Millisecond})
+	hung, _ := fakenode.Connect(t, d.Furl, "hung", nil)
+	rounds := d.Metrics().Rounds.Load()
+	testutil.WaitFor(t, "ten rounds", 10*time.Second, func() bool { return d.Metrics().Rounds.Load() >= rounds+10 })
+	if c := hung.Calls(); c != 1 {
+		t.Fatalf("%d calls to a node whose first call has not returned, want 1", c)
+	}
+}
+
+func TestParsePort(t *testing.T) {
+	good := map[string]string{"tcp:3456": ":3456", "3456": ":3456", " tcp:0 ": ":0",
+		"tcp:3456:interface=127.0.0.1": "127.0.0.1:3456", "tcp:1:interface=::1": "[::1]:1"}
+	for in, want := range good {
+		if got, err := ParsePort(in); err != nil || got != want {
+			t.Errorf("ParsePort(%q) = %q, %v; want %q", in, got, err, want)
+		}
+	}
+	for _, bad := range []string{"", "tcp:", "tcp:x", "tcp:70000", "tcp:1:bind=x", "tcp:1:interface=", "udp:1"} {
+		if _, err := ParsePort(bad); err == nil {
+			t.Errorf("ParsePort(%q) succeeded", bad)
+		}
+	}
+}
+
+func TestCreateAcceptsEmptyDirRefusesOther(t *testing.T) {
+	empty := t.TempDir()
+	if err := Create(empty, CreateOptions{Hostname: "127.0.0.1"}); err != nil {
+		t.Fatalf("an existing empty basedir: %v", err)
+	}
+	if err := Create(empty, CreateOptions{Hostname: "127.0.0.1"}); err == nil || !strings.Contains(err.Error(), "not empty") {
+		t.Fatalf("creating over a gatherer: %v", err)
+	}
+}
