@@ -279,3 +279,81 @@ func TestMakeInstall(t *testing.T) {
 		}
 	}
 }
+
+// TestDemoKeep: `make run` (DEMO_KEEP=1) keeps the demo running until
+// Ctrl-C, then stops everything.
+func TestDemoKeep(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the demo")
+	}
+	binDir := filepath.Dir(testbin.Build(t, "gatherer"))
+	testbin.Build(t, "node")
+	testbin.Build(t, "tahoe_stats")
+	cmd := exec.Command(filepath.Join(testbin.Root(t), "scripts", "demo.sh"))
+	cmd.Env = append(os.Environ(), "BIN="+binDir, "DEMO_KEEP=1")
+	out := &testutil.SyncBuffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }()
+	defer func() { cmd.Process.Kill(); <-exited }()
+	testutil.WaitFor(t, "the demo to say it keeps running", 60*time.Second, func() bool {
+		return strings.Contains(out.String(), "Ctrl-C to stop")
+	})
+	select {
+	case <-exited:
+		t.Fatalf("the demo exited although DEMO_KEEP=1:\n%s", out)
+	case <-time.After(2 * time.Second):
+	}
+	cmd.Process.Signal(syscall.SIGINT)
+	select {
+	case <-exited:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("the demo did not stop within 30s of Ctrl-C:\n%s", out)
+	}
+	procs, _ := filepath.Glob("/proc/[0-9]*/exe")
+	for _, p := range procs {
+		if exe, err := os.Readlink(p); err == nil && strings.HasPrefix(exe, binDir+"/") {
+			pid, _ := strconv.Atoi(strings.Split(p, "/")[2])
+			syscall.Kill(pid, syscall.SIGKILL)
+			t.Errorf("Ctrl-C left %s running (pid %d)", exe, pid)
+		}
+	}
+}
+
+// TestSystemdUnits: the units run the commands as an unprivileged user
+// with the basedir as the only writable path, and systemd accepts them.
+func TestSystemdUnits(t *testing.T) {
+	dir := filepath.Join(testbin.Root(t), "scripts", "systemd")
+	for name, basedir := range map[string]string{
+		"capstats-gatherer.service": "/var/lib/capstats/gatherer",
+		"capstats-node.service":     "/var/lib/capstats/node",
+	} {
+		b, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		unit := string(b)
+		for _, want := range []string{"\nUser=capstats\n", "\nProtectSystem=strict\n", "\nReadWritePaths=" + basedir + "\n", "--basedir " + basedir, "\nNoNewPrivileges=yes\n"} {
+			if !strings.Contains(unit, want) {
+				t.Errorf("%s lacks %q", name, strings.TrimSpace(want))
+			}
+		}
+		if strings.Count(unit, "ReadWritePaths=") != 1 {
+			t.Errorf("%s: more than one writable path", name)
+		}
+		if _, err := exec.LookPath("systemd-analyze"); err != nil {
+			continue // no systemd on this machine: the checks above stand
+		}
+		// systemd-analyze wants the binaries to exist: point them at built ones.
+		cmdName := strings.TrimSuffix(strings.TrimPrefix(name, "capstats-"), ".service")
+		tmp := filepath.Join(t.TempDir(), name)
+		os.WriteFile(tmp, []byte(strings.ReplaceAll(unit, "/usr/local/bin/"+cmdName, testbin.Build(t, cmdName))), 0o644)
+		out, err := exec.Command("systemd-analyze", "verify", tmp).CombinedOutput()
+		if err != nil || len(bytes.TrimSpace(out)) != 0 {
+			t.Errorf("systemd-analyze verify %s: %v\n%s", name, err, out)
+		}
+	}
+}
