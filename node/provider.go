@@ -65,16 +65,6 @@ type Provider struct {
 	producerErrors *Counter
 }
 
-// Counter is one counter of a Provider. Provider.Counter returns it so that
-// a hot path can keep it and skip the name lookup of Count.
-type Counter struct{ n atomic.Int64 }
-
-// Add adds delta to the counter.
-func (c *Counter) Add(delta int64) { c.n.Add(delta) }
-
-// Load returns the counter's value.
-func (c *Counter) Load() int64 { return c.n.Load() }
-
 // NewProvider returns a Provider with no producers and one counter,
 // node.producer_errors, at zero.
 func NewProvider(opts *ProviderOptions) *Provider {
@@ -101,7 +91,9 @@ func NewProvider(opts *ProviderOptions) *Provider {
 func (p *Provider) Count(name string, delta int64) {
 	if m := p.counters.Load(); m != nil {
 		if c, ok := (*m)[name]; ok {
-			c.Add(delta)
+			if !c.tryAdd(delta) {
+				c.addStriped(delta)
+			}
 			return
 		}
 	}
@@ -237,7 +229,7 @@ func (p *Provider) readCounters() stats.Map {
 	}
 	out := make(stats.Map, len(*m))
 	for name, c := range *m {
-		out[name] = stats.Int(c.n.Load())
+		out[name] = stats.Int(c.Load())
 	}
 	return out
 }
