@@ -16,7 +16,6 @@ import (
 
 	"capnproto.org/go/capnp/v3"
 	"capnproto.org/go/capnp/v3/rpc"
-	"capnproto.org/go/capnp/v3/rpc/transport"
 )
 
 // Options tune listeners and dialers. The zero value is usable.
@@ -296,7 +295,7 @@ func dialTLS(ctx context.Context, addr, wantTubID string, id *Identity, opts *Op
 
 func fetch(ctx context.Context, nc net.Conn, f Furl, bootstrap capnp.Client, opts *Options) (*Conn, error) {
 	cd := newCodec(nc, opts.maxMessageSize())
-	conn := rpc.NewConn(transport.New(cd), &rpc.Options{
+	conn := rpc.NewConn(newTransport(cd), &rpc.Options{
 		BootstrapClient: bootstrap,
 		Logger:          rpcLogger{opts.logger()},
 	})

@@ -15,7 +15,6 @@ import (
 
 	"capnproto.org/go/capnp/v3"
 	"capnproto.org/go/capnp/v3/rpc"
-	"capnproto.org/go/capnp/v3/rpc/transport"
 
 	"capstats/capnp/statsrpc"
 )
@@ -269,7 +268,7 @@ func (l *Listener) serve(raw net.Conn) {
 		l.wg.Done()
 		return
 	}
-	conn = rpc.NewConn(transport.New(peer.codec), &rpc.Options{
+	conn = rpc.NewConn(newTransport(peer.codec), &rpc.Options{
 		BootstrapClient: capnp.Client(l.boot).AddRef(),
 		Logger:          rpcLogger{log},
 		BaseContext:     func() context.Context { return peerCtx },

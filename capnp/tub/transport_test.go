@@ -1,0 +1,87 @@
+package tub
+
+import (
+	"context"
+	"fmt"
+	"testing"
+
+	"capnproto.org/go/capnp/v3"
+
+	"capstats/capnp/statsrpc"
+)
+
+// bigReplier answers getStats with n entries named e.0000, e.0001, ...
+type bigReplier struct{ n int }
+
+func (b bigReplier) GetStats(_ context.Context, call statsrpc.Provider_getStats) error {
+	res, err := call.AllocResults()
+	if err != nil {
+		return err
+	}
+	st, err := res.NewStats()
+	if err != nil {
+		return err
+	}
+	list, err := st.NewCounters(int32(b.n))
+	if err != nil {
+		return err
+	}
+	for i := range b.n {
+		e := list.At(i)
+		if err := e.SetName(fmt.Sprintf("storage_server.e.%04d", i)); err != nil {
+			return err
+		}
+		e.Value().SetInt(int64(i))
+	}
+	return nil
+}
+
+func (bigReplier) Ping(context.Context, statsrpc.Provider_ping) error { return nil }
+
+// The stock transport spread a reply over segments of about 1 KiB, with a
+// far pointer for every name that landed in another segment than its
+// entry; replies from a tub arrive in one segment, whatever their size.
+func TestRepliesArriveInOneSegment(t *testing.T) {
+	for _, n := range []int{50, 5000} {
+		t.Run(fmt.Sprint(n), func(t *testing.T) {
+			l, err := Listen("127.0.0.1:0", newID(t), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer l.Close()
+			f := l.Register(capnp.Client(statsrpc.Provider_ServerToClient(bigReplier{n})))
+			ctx := ctxT(t)
+			conn, err := Dial(ctx, f, newID(t), capnp.Client{}, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			fut, release := statsrpc.Provider(conn.Object()).GetStats(ctx, nil)
+			defer release()
+			res, err := fut.Struct()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if segs := res.Message().NumSegments(); segs != 1 {
+				t.Errorf("reply of %d entries in %d segments, want 1", n, segs)
+			}
+			st, err := res.Stats()
+			if err != nil {
+				t.Fatal(err)
+			}
+			list, err := st.Counters()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if list.Len() != n {
+				t.Fatalf("%d entries, want %d", list.Len(), n)
+			}
+			for _, i := range []int{0, n / 2, n - 1} {
+				name, err := list.At(i).Name()
+				if want := fmt.Sprintf("storage_server.e.%04d", i); err != nil || name != want || list.At(i).Value().Int() != int64(i) {
+					t.Errorf("entry %d = %q, %d (%v); want %q, %d", i, name, list.At(i).Value().Int(), err, want, i)
+				}
+			}
+		})
+	}
+}
