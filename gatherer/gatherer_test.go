@@ -265,17 +265,9 @@ func TestOversizedMessageClosesOnlyThatNode(t *testing.T) {
 
 func TestNaNBecomesNull(t *testing.T) {
 	d, _ := startDaemon(t, Config{Interval: 500 * time.Millisecond})
-	n, _ := fakenode.Connect(t, d.Furl, "nan", func(call statsrpc.Provider_getStats) error {
-		res, _ := call.AllocResults()
-		st, _ := res.NewStats()
-		l, _ := st.NewStats(2)
-		l.At(0).SetName("a.nan")
-		l.At(0).Value().SetFloat(nan())
-		l.At(1).SetName("b.inf")
-		l.At(1).Value().SetFloat(inf())
-		_, err := st.NewCounters(0)
-		return err
-	})
+	n, _ := fakenode.Connect(t, d.Furl, "nan", fakenode.Raw(fakenode.Names("a.nan", "b.inf"), 2, func(i int, v statsrpc.Value) {
+		v.SetFloat([]float64{nan(), inf()}[i])
+	}))
 	testutil.WaitFor(t, "NaN written as null", 10*time.Second, func() bool {
 		e := readStats(t, d.cfg.StatsFile)[n.TubID()]
 		if e == nil {

@@ -26,34 +26,15 @@ func lastError(t *testing.T, dir, tubID string) (string, bool, bool) {
 	return "", false, false
 }
 
-// rawEntries answers with n entries named by name(i), built directly on
-// the wire so that a hostile node can send what wire.FromSnapshot never
-// would (duplicates, bad UTF-8).
+// rawEntries answers with n stats named by name(i), put directly on the
+// wire so that a hostile node can send what wire.FromSnapshot never would
+// (duplicates, bad UTF-8).
 func rawEntries(n int, name func(i int) string) fakenode.Answer {
-	return func(call statsrpc.Provider_getStats) error {
-		res, err := call.AllocResults()
-		if err != nil {
-			return err
-		}
-		st, err := res.NewStats()
-		if err != nil {
-			return err
-		}
-		if _, err := st.NewCounters(0); err != nil {
-			return err
-		}
-		l, err := st.NewStats(int32(n))
-		if err != nil {
-			return err
-		}
-		for i := 0; i < n; i++ {
-			if err := l.At(i).SetName(name(i)); err != nil {
-				return err
-			}
-			l.At(i).Value().SetInt(int64(i))
-		}
-		return nil
+	var names []byte
+	for i := range n {
+		names = append(append(names, name(i)...), 0)
 	}
+	return fakenode.Raw(names, n, func(i int, v statsrpc.Value) { v.SetInt(int64(i)) })
 }
 
 // TestHostileProviders feeds the gatherer binary replies no honest node
@@ -84,6 +65,9 @@ func TestHostileProviders(t *testing.T) {
 			return "e." + strings.Repeat("x", i%50) + string(rune('a'+i%26)) + string(rune('a'+i/26%26)) + string(rune('a'+i/676))
 		}), "limit is 10000", false},
 		{"empty name", rawEntries(1, func(int) string { return "" }), "empty name", false},
+		{"more names than values", fakenode.Raw(fakenode.Names("a", "b"), 1, func(int, statsrpc.Value) {}), "more names than the 1 values", false},
+		{"fewer names than values", fakenode.Raw(fakenode.Names("a"), 2, func(int, statsrpc.Value) {}), "1 names for 2 values", false},
+		{"names not NUL-terminated", fakenode.Raw([]byte("a"), 1, func(int, statsrpc.Value) {}), "0 names for 1 values", false},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

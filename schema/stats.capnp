@@ -35,20 +35,30 @@ interface Provider {
 # Stats is one snapshot of a node: the two namespaces of the original.
 struct Stats {
   # counters are monotonic since the node process started.
-  counters @0 :List(Entry);
+  counters @0 :Entries;
   # stats are instantaneous values read from producers at query time.
-  stats @1 :List(Entry);
+  stats @1 :Entries;
 }
 
-# Entry is one named value. The value is a union so that ints stay ints and
-# an undefined value stays null on its way to stats.json.
-struct Entry {
-  # name is dotted, e.g. "storage_server.allocate".
-  name @0 :Text;
-  value :union {
+# Entries are named values: the i-th name goes with the i-th value. The
+# names travel as one blob, not as a Text each: with a pointer per name,
+# encoding and decoding a 50-entry reply cost as much as half the call
+# itself (see BENCHMARKS.md).
+struct Entries {
+  # names holds every name in order, each followed by a NUL byte, as in
+  # "storage_server.allocate\0storage_server.get\0". A name is dotted, not
+  # empty, valid UTF-8, and has no control characters (so no NUL).
+  names @0 :Data;
+  values @1 :List(Value);
+}
+
+# Value is a union so that ints stay ints and an undefined value stays null
+# on its way to stats.json.
+struct Value {
+  union {
     # null is a stat with no defined value (e.g. too few samples).
-    null @1 :Void;
-    int @2 :Int64;
-    float @3 :Float64;
+    null @0 :Void;
+    int @1 :Int64;
+    float @2 :Float64;
   }
 }

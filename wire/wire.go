@@ -4,7 +4,9 @@
 package wire
 
 import (
+	"bytes"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"unicode/utf8"
@@ -25,7 +27,8 @@ type Limits struct {
 // DefaultLimits are the gatherer's limits.
 var DefaultLimits = Limits{MaxEntries: 10000, MaxNameLen: 256}
 
-// FromSnapshot fills dst, a freshly allocated Stats struct, with s.
+// FromSnapshot fills dst, a freshly allocated Stats struct, with s. A name
+// holding a NUL byte is refused: NUL ends each name on the wire.
 func FromSnapshot(s stats.Snapshot, dst statsrpc.Stats) error {
 	if err := fill(s.Counters, dst.NewCounters); err != nil {
 		return fmt.Errorf("counters: %w", err)
@@ -36,34 +39,47 @@ func FromSnapshot(s stats.Snapshot, dst statsrpc.Stats) error {
 	return nil
 }
 
-func fill(m stats.Map, newList func(int32) (statsrpc.Entry_List, error)) error {
-	list, err := newList(int32(len(m)))
+// nameBufs are the scratch buffers the names of a reply are joined in
+// before they are copied into the message.
+var nameBufs = sync.Pool{New: func() any { return new([]byte) }}
+
+func fill(m stats.Map, newEntries func() (statsrpc.Entries, error)) error {
+	e, err := newEntries()
 	if err != nil {
 		return err
 	}
+	values, err := e.NewValues(int32(len(m)))
+	if err != nil {
+		return err
+	}
+	buf := nameBufs.Get().(*[]byte)
+	defer nameBufs.Put(buf)
+	names := (*buf)[:0]
 	i := 0
 	for name, v := range m {
-		e := list.At(i)
-		i++
-		if err := e.SetName(name); err != nil {
-			return err
+		if strings.IndexByte(name, 0) >= 0 {
+			return fmt.Errorf("name %q has a NUL byte", name)
 		}
+		names = append(append(names, name...), 0)
+		val := values.At(i)
+		i++
 		switch v.Kind() {
 		case stats.KindInt:
-			e.Value().SetInt(v.Int())
+			val.SetInt(v.Int())
 		case stats.KindFloat:
-			e.Value().SetFloat(v.Float())
+			val.SetFloat(v.Float())
 		default:
-			e.Value().SetNull()
+			val.SetNull()
 		}
 	}
-	return nil
+	*buf = names
+	return e.SetNames(names)
 }
 
-// ToSnapshot reads src into a snapshot, checking it against lim: names
-// non-empty, not too long, valid UTF-8 without control characters, not
-// repeated within a namespace; not too many entries. NaN and ±Inf become
-// null.
+// ToSnapshot reads src into a snapshot, checking it against lim: as many
+// names as values, names non-empty, not too long, valid UTF-8 without
+// control characters, not repeated within a namespace; not too many
+// entries. NaN and ±Inf become null.
 func ToSnapshot(src statsrpc.Stats, lim Limits) (stats.Snapshot, error) {
 	counters, err := src.Counters()
 	if err != nil {
@@ -73,28 +89,41 @@ func ToSnapshot(src statsrpc.Stats, lim Limits) (stats.Snapshot, error) {
 	if err != nil {
 		return stats.Snapshot{}, fmt.Errorf("stats: %w", err)
 	}
-	if n := counters.Len() + sts.Len(); lim.MaxEntries > 0 && n > lim.MaxEntries {
+	cv, err := counters.Values()
+	if err != nil {
+		return stats.Snapshot{}, fmt.Errorf("counters: %w", err)
+	}
+	sv, err := sts.Values()
+	if err != nil {
+		return stats.Snapshot{}, fmt.Errorf("stats: %w", err)
+	}
+	if n := cv.Len() + sv.Len(); lim.MaxEntries > 0 && n > lim.MaxEntries {
 		return stats.Snapshot{}, fmt.Errorf("reply has %d entries, limit is %d", n, lim.MaxEntries)
 	}
 	var snap stats.Snapshot
-	if snap.Counters, err = read(counters, lim); err != nil {
+	if snap.Counters, err = read(counters, cv, lim); err != nil {
 		return stats.Snapshot{}, fmt.Errorf("counters: %w", err)
 	}
-	if snap.Stats, err = read(sts, lim); err != nil {
+	if snap.Stats, err = read(sts, sv, lim); err != nil {
 		return stats.Snapshot{}, fmt.Errorf("stats: %w", err)
 	}
 	return snap, nil
 }
 
-func read(list statsrpc.Entry_List, lim Limits) (stats.Map, error) {
-	n := list.Len()
+func read(e statsrpc.Entries, values statsrpc.Value_List, lim Limits) (stats.Map, error) {
+	names, err := e.Names()
+	if err != nil {
+		return nil, fmt.Errorf("names: %w", err)
+	}
+	n := values.Len()
 	m := make(stats.Map, n)
 	for i := 0; i < n; i++ {
-		e := list.At(i)
-		nb, err := e.NameBytes()
-		if err != nil {
-			return nil, fmt.Errorf("entry %d: %w", i, err)
+		end := bytes.IndexByte(names, 0)
+		if end < 0 {
+			return nil, fmt.Errorf("%d names for %d values", i, n)
 		}
+		nb := names[:end]
+		names = names[end+1:]
 		// A name seen before has passed CheckName already; only its length
 		// is checked again, as lim may differ from the one it passed.
 		name, known := lookupInterned(nb)
@@ -107,12 +136,12 @@ func read(list statsrpc.Entry_List, lim Limits) (stats.Map, error) {
 			return nil, fmt.Errorf("entry %d: name of %d bytes, limit is %d", i, len(nb), lim.MaxNameLen)
 		}
 		var v stats.Value
-		switch val := e.Value(); val.Which() {
-		case statsrpc.Entry_value_Which_int:
+		switch val := values.At(i); val.Which() {
+		case statsrpc.Value_Which_int:
 			v = stats.Int(val.Int())
-		case statsrpc.Entry_value_Which_float:
+		case statsrpc.Value_Which_float:
 			v = stats.Float(val.Float())
-		case statsrpc.Entry_value_Which_null:
+		case statsrpc.Value_Which_null:
 			v = stats.Null()
 		default:
 			return nil, fmt.Errorf("entry %q: unknown value kind %d", name, val.Which())
@@ -122,6 +151,9 @@ func read(list statsrpc.Entry_List, lim Limits) (stats.Map, error) {
 		if len(m) == before {
 			return nil, fmt.Errorf("entry %d: duplicate name %q", i, name)
 		}
+	}
+	if len(names) > 0 {
+		return nil, fmt.Errorf("more names than the %d values", n)
 	}
 	return m, nil
 }

@@ -90,19 +90,50 @@ func TestLimits(t *testing.T) {
 	}
 }
 
-func TestNaNAndInfBecomeNull(t *testing.T) {
-	msg, seg, _ := capnp.NewMessage(capnp.SingleSegment(nil))
-	st, _ := statsrpc.NewRootStats(seg)
-	st.NewCounters(0)
-	l, _ := st.NewStats(3)
-	for i, f := range []float64{math.NaN(), math.Inf(1), math.Inf(-1)} {
-		l.At(i).SetName(string(rune('a' + i)))
-		l.At(i).Value().SetFloat(f)
+// rawStats is a Stats message whose stats hold names (the blob, unchecked)
+// and n values set by set; no counters.
+func rawStats(t testing.TB, names []byte, n int, set func(i int, v statsrpc.Value)) []byte {
+	msg, seg, err := capnp.NewMessage(capnp.SingleSegment(nil))
+	if err != nil {
+		t.Fatal(err)
 	}
-	b, _ := msg.Marshal()
+	st, err := statsrpc.NewRootStats(seg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.NewCounters(); err != nil {
+		t.Fatal(err)
+	}
+	e, err := st.NewStats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.SetNames(names); err != nil {
+		t.Fatal(err)
+	}
+	l, err := e.NewValues(int32(n))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range n {
+		set(i, l.At(i))
+	}
+	b, err := msg.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func TestNaNAndInfBecomeNull(t *testing.T) {
+	fs := []float64{math.NaN(), math.Inf(1), math.Inf(-1)}
+	b := rawStats(t, []byte("a\x00b\x00c\x00"), 3, func(i int, v statsrpc.Value) { v.SetFloat(fs[i]) })
 	out, err := decode(b, DefaultLimits)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if len(out.Stats) != 3 {
+		t.Fatalf("got %v, want 3 stats", out.Stats)
 	}
 	for k, v := range out.Stats {
 		if !v.IsNull() {
@@ -111,16 +142,37 @@ func TestNaNAndInfBecomeNull(t *testing.T) {
 	}
 }
 
-func TestDuplicateNamesRefused(t *testing.T) {
-	msg, seg, _ := capnp.NewMessage(capnp.SingleSegment(nil))
+// The names blob and the values must agree: each value has its name, each
+// name its value, every name ends with NUL, and no name repeats.
+func TestNamesAndValuesMustMatch(t *testing.T) {
+	one := func(int, statsrpc.Value) {}
+	cases := []struct {
+		name  string
+		names string
+		n     int
+		want  string
+	}{
+		{"duplicate", "dup\x00dup\x00", 2, "duplicate"},
+		{"more names", "a\x00b\x00", 1, "more names than the 1 values"},
+		{"fewer names", "a\x00", 2, "1 names for 2 values"},
+		{"unterminated", "a", 1, "0 names for 1 values"},
+		{"names without values", "a\x00", 0, "more names than the 0 values"},
+		{"empty name", "\x00", 1, "empty name"},
+	}
+	for _, c := range cases {
+		_, err := decode(rawStats(t, []byte(c.names), c.n, one), DefaultLimits)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: err = %v, want %q", c.name, err, c.want)
+		}
+	}
+}
+
+func TestNameWithNULRefusedOnEncode(t *testing.T) {
+	_, seg, _ := capnp.NewMessage(capnp.SingleSegment(nil))
 	st, _ := statsrpc.NewRootStats(seg)
-	st.NewStats(0)
-	l, _ := st.NewCounters(2)
-	l.At(0).SetName("dup")
-	l.At(1).SetName("dup")
-	b, _ := msg.Marshal()
-	if _, err := decode(b, DefaultLimits); err == nil || !strings.Contains(err.Error(), "duplicate") {
-		t.Fatalf("err = %v", err)
+	err := FromSnapshot(stats.Snapshot{Stats: stats.Map{"a\x00b": stats.Int(1)}}, st)
+	if err == nil || !strings.Contains(err.Error(), "NUL") || !strings.HasPrefix(err.Error(), "stats: ") {
+		t.Fatalf("err = %v, want a NUL byte error in stats", err)
 	}
 }
 

@@ -1215,51 +1215,52 @@ func (s Stats) Message() *capnp.Message {
 func (s Stats) Segment() *capnp.Segment {
 	return capnp.Struct(s).Segment()
 }
-func (s Stats) Counters() (Entry_List, error) {
+func (s Stats) Counters() (Entries, error) {
 	p, err := capnp.Struct(s).Ptr(0)
-	return Entry_List(p.List()), err
+	return Entries(p.Struct()), err
 }
 
 func (s Stats) HasCounters() bool {
 	return capnp.Struct(s).HasPtr(0)
 }
 
-func (s Stats) SetCounters(v Entry_List) error {
-	return capnp.Struct(s).SetPtr(0, v.ToPtr())
+func (s Stats) SetCounters(v Entries) error {
+	return capnp.Struct(s).SetPtr(0, capnp.Struct(v).ToPtr())
 }
 
 // NewCounters sets the counters field to a newly
-// allocated Entry_List, preferring placement in s's segment.
-func (s Stats) NewCounters(n int32) (Entry_List, error) {
-	l, err := NewEntry_List(capnp.Struct(s).Segment(), n)
+// allocated Entries struct, preferring placement in s's segment.
+func (s Stats) NewCounters() (Entries, error) {
+	ss, err := NewEntries(capnp.Struct(s).Segment())
 	if err != nil {
-		return Entry_List{}, err
+		return Entries{}, err
 	}
-	err = capnp.Struct(s).SetPtr(0, l.ToPtr())
-	return l, err
+	err = capnp.Struct(s).SetPtr(0, capnp.Struct(ss).ToPtr())
+	return ss, err
 }
-func (s Stats) Stats() (Entry_List, error) {
+
+func (s Stats) Stats() (Entries, error) {
 	p, err := capnp.Struct(s).Ptr(1)
-	return Entry_List(p.List()), err
+	return Entries(p.Struct()), err
 }
 
 func (s Stats) HasStats() bool {
 	return capnp.Struct(s).HasPtr(1)
 }
 
-func (s Stats) SetStats(v Entry_List) error {
-	return capnp.Struct(s).SetPtr(1, v.ToPtr())
+func (s Stats) SetStats(v Entries) error {
+	return capnp.Struct(s).SetPtr(1, capnp.Struct(v).ToPtr())
 }
 
 // NewStats sets the stats field to a newly
-// allocated Entry_List, preferring placement in s's segment.
-func (s Stats) NewStats(n int32) (Entry_List, error) {
-	l, err := NewEntry_List(capnp.Struct(s).Segment(), n)
+// allocated Entries struct, preferring placement in s's segment.
+func (s Stats) NewStats() (Entries, error) {
+	ss, err := NewEntries(capnp.Struct(s).Segment())
 	if err != nil {
-		return Entry_List{}, err
+		return Entries{}, err
 	}
-	err = capnp.Struct(s).SetPtr(1, l.ToPtr())
-	return l, err
+	err = capnp.Struct(s).SetPtr(1, capnp.Struct(ss).ToPtr())
+	return ss, err
 }
 
 // Stats_List is a list of Stats.
@@ -1278,222 +1279,289 @@ func (f Stats_Future) Struct() (Stats, error) {
 	p, err := f.Future.Ptr()
 	return Stats(p.Struct()), err
 }
-
-type Entry capnp.Struct
-type Entry_value Entry
-type Entry_value_Which uint16
-
-const (
-	Entry_value_Which_null  Entry_value_Which = 0
-	Entry_value_Which_int   Entry_value_Which = 1
-	Entry_value_Which_float Entry_value_Which = 2
-)
-
-func (w Entry_value_Which) String() string {
-	const s = "nullintfloat"
-	switch w {
-	case Entry_value_Which_null:
-		return s[0:4]
-	case Entry_value_Which_int:
-		return s[4:7]
-	case Entry_value_Which_float:
-		return s[7:12]
-
-	}
-	return "Entry_value_Which(" + strconv.FormatUint(uint64(w), 10) + ")"
+func (p Stats_Future) Counters() Entries_Future {
+	return Entries_Future{Future: p.Future.Field(0, nil)}
+}
+func (p Stats_Future) Stats() Entries_Future {
+	return Entries_Future{Future: p.Future.Field(1, nil)}
 }
 
-// Entry_TypeID is the unique identifier for the type Entry.
-const Entry_TypeID = 0x8cf8a060c56e76ed
+type Entries capnp.Struct
 
-func NewEntry(s *capnp.Segment) (Entry, error) {
-	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 16, PointerCount: 1})
-	return Entry(st), err
+// Entries_TypeID is the unique identifier for the type Entries.
+const Entries_TypeID = 0x9ab0a6e5b3307ff7
+
+func NewEntries(s *capnp.Segment) (Entries, error) {
+	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 2})
+	return Entries(st), err
 }
 
-func NewRootEntry(s *capnp.Segment) (Entry, error) {
-	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 16, PointerCount: 1})
-	return Entry(st), err
+func NewRootEntries(s *capnp.Segment) (Entries, error) {
+	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 2})
+	return Entries(st), err
 }
 
-func ReadRootEntry(msg *capnp.Message) (Entry, error) {
+func ReadRootEntries(msg *capnp.Message) (Entries, error) {
 	root, err := msg.Root()
-	return Entry(root.Struct()), err
+	return Entries(root.Struct()), err
 }
 
-func (s Entry) String() string {
-	str, _ := text.Marshal(0x8cf8a060c56e76ed, capnp.Struct(s))
+func (s Entries) String() string {
+	str, _ := text.Marshal(0x9ab0a6e5b3307ff7, capnp.Struct(s))
 	return str
 }
 
-func (s Entry) EncodeAsPtr(seg *capnp.Segment) capnp.Ptr {
+func (s Entries) EncodeAsPtr(seg *capnp.Segment) capnp.Ptr {
 	return capnp.Struct(s).EncodeAsPtr(seg)
 }
 
-func (Entry) DecodeFromPtr(p capnp.Ptr) Entry {
-	return Entry(capnp.Struct{}.DecodeFromPtr(p))
+func (Entries) DecodeFromPtr(p capnp.Ptr) Entries {
+	return Entries(capnp.Struct{}.DecodeFromPtr(p))
 }
 
-func (s Entry) ToPtr() capnp.Ptr {
+func (s Entries) ToPtr() capnp.Ptr {
 	return capnp.Struct(s).ToPtr()
 }
-func (s Entry) IsValid() bool {
+func (s Entries) IsValid() bool {
 	return capnp.Struct(s).IsValid()
 }
 
-func (s Entry) Message() *capnp.Message {
+func (s Entries) Message() *capnp.Message {
 	return capnp.Struct(s).Message()
 }
 
-func (s Entry) Segment() *capnp.Segment {
+func (s Entries) Segment() *capnp.Segment {
 	return capnp.Struct(s).Segment()
 }
-func (s Entry) Name() (string, error) {
+func (s Entries) Names() ([]byte, error) {
 	p, err := capnp.Struct(s).Ptr(0)
-	return p.Text(), err
+	return []byte(p.Data()), err
 }
 
-func (s Entry) HasName() bool {
+func (s Entries) HasNames() bool {
 	return capnp.Struct(s).HasPtr(0)
 }
 
-func (s Entry) NameBytes() ([]byte, error) {
-	p, err := capnp.Struct(s).Ptr(0)
-	return p.TextBytes(), err
+func (s Entries) SetNames(v []byte) error {
+	return capnp.Struct(s).SetData(0, v)
 }
 
-func (s Entry) SetName(v string) error {
-	return capnp.Struct(s).SetText(0, v)
+func (s Entries) Values() (Value_List, error) {
+	p, err := capnp.Struct(s).Ptr(1)
+	return Value_List(p.List()), err
 }
 
-func (s Entry) Value() Entry_value { return Entry_value(s) }
-
-func (s Entry_value) Which() Entry_value_Which {
-	return Entry_value_Which(capnp.Struct(s).Uint16(0))
+func (s Entries) HasValues() bool {
+	return capnp.Struct(s).HasPtr(1)
 }
-func (s Entry_value) IsValid() bool {
+
+func (s Entries) SetValues(v Value_List) error {
+	return capnp.Struct(s).SetPtr(1, v.ToPtr())
+}
+
+// NewValues sets the values field to a newly
+// allocated Value_List, preferring placement in s's segment.
+func (s Entries) NewValues(n int32) (Value_List, error) {
+	l, err := NewValue_List(capnp.Struct(s).Segment(), n)
+	if err != nil {
+		return Value_List{}, err
+	}
+	err = capnp.Struct(s).SetPtr(1, l.ToPtr())
+	return l, err
+}
+
+// Entries_List is a list of Entries.
+type Entries_List = capnp.StructList[Entries]
+
+// NewEntries creates a new list of Entries.
+func NewEntries_List(s *capnp.Segment, sz int32) (Entries_List, error) {
+	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 0, PointerCount: 2}, sz)
+	return capnp.StructList[Entries](l), err
+}
+
+// Entries_Future is a wrapper for a Entries promised by a client call.
+type Entries_Future struct{ *capnp.Future }
+
+func (f Entries_Future) Struct() (Entries, error) {
+	p, err := f.Future.Ptr()
+	return Entries(p.Struct()), err
+}
+
+type Value capnp.Struct
+type Value_Which uint16
+
+const (
+	Value_Which_null  Value_Which = 0
+	Value_Which_int   Value_Which = 1
+	Value_Which_float Value_Which = 2
+)
+
+func (w Value_Which) String() string {
+	const s = "nullintfloat"
+	switch w {
+	case Value_Which_null:
+		return s[0:4]
+	case Value_Which_int:
+		return s[4:7]
+	case Value_Which_float:
+		return s[7:12]
+
+	}
+	return "Value_Which(" + strconv.FormatUint(uint64(w), 10) + ")"
+}
+
+// Value_TypeID is the unique identifier for the type Value.
+const Value_TypeID = 0xeb832c3dc0c28412
+
+func NewValue(s *capnp.Segment) (Value, error) {
+	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 16, PointerCount: 0})
+	return Value(st), err
+}
+
+func NewRootValue(s *capnp.Segment) (Value, error) {
+	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 16, PointerCount: 0})
+	return Value(st), err
+}
+
+func ReadRootValue(msg *capnp.Message) (Value, error) {
+	root, err := msg.Root()
+	return Value(root.Struct()), err
+}
+
+func (s Value) String() string {
+	str, _ := text.Marshal(0xeb832c3dc0c28412, capnp.Struct(s))
+	return str
+}
+
+func (s Value) EncodeAsPtr(seg *capnp.Segment) capnp.Ptr {
+	return capnp.Struct(s).EncodeAsPtr(seg)
+}
+
+func (Value) DecodeFromPtr(p capnp.Ptr) Value {
+	return Value(capnp.Struct{}.DecodeFromPtr(p))
+}
+
+func (s Value) ToPtr() capnp.Ptr {
+	return capnp.Struct(s).ToPtr()
+}
+
+func (s Value) Which() Value_Which {
+	return Value_Which(capnp.Struct(s).Uint16(0))
+}
+func (s Value) IsValid() bool {
 	return capnp.Struct(s).IsValid()
 }
 
-func (s Entry_value) Message() *capnp.Message {
+func (s Value) Message() *capnp.Message {
 	return capnp.Struct(s).Message()
 }
 
-func (s Entry_value) Segment() *capnp.Segment {
+func (s Value) Segment() *capnp.Segment {
 	return capnp.Struct(s).Segment()
 }
-func (s Entry_value) SetNull() {
+func (s Value) SetNull() {
 	capnp.Struct(s).SetUint16(0, 0)
 
 }
 
-func (s Entry_value) Int() int64 {
+func (s Value) Int() int64 {
 	if capnp.Struct(s).Uint16(0) != 1 {
 		panic("Which() != int")
 	}
 	return int64(capnp.Struct(s).Uint64(8))
 }
 
-func (s Entry_value) SetInt(v int64) {
+func (s Value) SetInt(v int64) {
 	capnp.Struct(s).SetUint16(0, 1)
 	capnp.Struct(s).SetUint64(8, uint64(v))
 }
 
-func (s Entry_value) Float() float64 {
+func (s Value) Float() float64 {
 	if capnp.Struct(s).Uint16(0) != 2 {
 		panic("Which() != float")
 	}
 	return math.Float64frombits(capnp.Struct(s).Uint64(8))
 }
 
-func (s Entry_value) SetFloat(v float64) {
+func (s Value) SetFloat(v float64) {
 	capnp.Struct(s).SetUint16(0, 2)
 	capnp.Struct(s).SetUint64(8, math.Float64bits(v))
 }
 
-// Entry_List is a list of Entry.
-type Entry_List = capnp.StructList[Entry]
+// Value_List is a list of Value.
+type Value_List = capnp.StructList[Value]
 
-// NewEntry creates a new list of Entry.
-func NewEntry_List(s *capnp.Segment, sz int32) (Entry_List, error) {
-	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 16, PointerCount: 1}, sz)
-	return capnp.StructList[Entry](l), err
+// NewValue creates a new list of Value.
+func NewValue_List(s *capnp.Segment, sz int32) (Value_List, error) {
+	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 16, PointerCount: 0}, sz)
+	return capnp.StructList[Value](l), err
 }
 
-// Entry_Future is a wrapper for a Entry promised by a client call.
-type Entry_Future struct{ *capnp.Future }
+// Value_Future is a wrapper for a Value promised by a client call.
+type Value_Future struct{ *capnp.Future }
 
-func (f Entry_Future) Struct() (Entry, error) {
+func (f Value_Future) Struct() (Value, error) {
 	p, err := f.Future.Ptr()
-	return Entry(p.Struct()), err
-}
-func (p Entry_Future) Value() Entry_value_Future { return Entry_value_Future{p.Future} }
-
-// Entry_value_Future is a wrapper for a Entry_value promised by a client call.
-type Entry_value_Future struct{ *capnp.Future }
-
-func (f Entry_value_Future) Struct() (Entry_value, error) {
-	p, err := f.Future.Ptr()
-	return Entry_value(p.Struct()), err
+	return Value(p.Struct()), err
 }
 
-const schema_9b37a505c20c9683 = "x\xda\x84TQh\x1cU\x14=\xe7\xbd\x99lk7" +
-	"n^&\x05)\x84\xd5\x98J\x13iH6B\xb4\x04" +
-	"\xb2\xd5\xc4\xd4\xa2\xb0\x93F\xaa\x1f\x05g7\xd3d\xeb" +
-	"fv\xdd\x99\xdd\x18T\x02j\x11k\x0bm\xc1J-" +
-	"\x01\x05\xfd0X\xac\x82\x15\xbf\xc4b?\x05\xc1\x1f\xeb" +
-	"\x9f\x1f*\x14\x15\x11\xb5E\xd0\x917\x9b\xc9\xee\xda\x04" +
-	"\xf7k\xb9\xf7\xce9\xe7\x9e{f\x86o0k\x8ct" +
-	"\x8eu@\xd8\x07\xcc\x8e\xf0\xeb\x95\xf1O\xef\x9dYz" +
-	"\x19*)\xc3\x97\xce%\xaf\x98\xef\x8e]\x00hQ\xae" +
-	"Y\xdbe\x02\xb0L\xf9\x8a\xf5\xa4\xfe\x17n\xbf\x7f\xf6" +
-	"\x9e\xe7\xbf\xf9\xeb5\xa8.\x02&uw\xbf\xbc\x0eZ" +
-	"Sr\x02\x0c\x7f\xae{W\x9fz\xeb\xe6I\xd8I\x8a" +
-	"&Zc\xb0(\xcfZ\xcfD\x80\x8br\x09\x0c+{" +
-	">\xfaj\xf5\xf0\xfc\xe9[\x98/\xca5\xeb\xe3h\xf0" +
-	"C9m]\x8b\x98\xc3l~m\xe5\xfc'\xe7\xa0v" +
-	"\x120\x12\xc0\xe8\xe7\xf26\xc2\x08\x83;\xbf|\xf8\xbb" +
-	"\x9fv_l\xe9\xbc'\x07u\xe7\xf57\xdc\xbb/\xec" +
-	"\xf2.\xb7t\xce4:\xbf\x9f8\xd9\xb9z\xe4\xfc\xb5" +
-	"[\xa8\x97\xe5\x8b\xd6\x0b\x11\xf5\xb2\x9c\xb6\xde\x8e\xa8\xbf" +
-	"8\xf4\xebUU\xbf\xae\x87\xd9\xb2\x93\xd0S\xaf\xca\xb3" +
-	"\xd6\x99h\xfeT\xb4S_\xfe\xf2\xa5\xb9c;\xbfo" +
-	"5\xa8\xd3\xf8\x0d\xb4\x94\xa1\x0dz\xff\xf0\x9f\xbb\xc6~" +
-	"|\xf3\x87\x86\xa4\x08ct\xc4\xe8#h=`h\x80" +
-	"\x89\xe7\x1e:qi!\xfdK\x8b\xe6U\xa3[k>" +
-	"\xf2\xec\xc0\xf4\xa9\xd3\xef\xdc\x80\xddM\xd1t\xfaq&" +
-	"(\x01\xeb\xb8q\x05\xb4\x8e\x1b\x1f\x80\xe1]\xc1g\x93" +
-	"\xf9o\xff\xb8\xb9\xce\xa2U\x8c\xf6\x9a\x19\xcd\xb2\xdb\x9c" +
-	"\xc0\xde\xd0\x0f\x9c\xc0\x1f*8\xacx\x95}\xb9j\xb9" +
-	"\x9e*\xce\xb9\xd5\x1cio\x93&\xb0\xe1\x1cc$5" +
-	"r\x10B\x0d$\xc8\x8dK0\x96\xaaz\x07!\x94J" +
-	"\x84\xf3npH\x03\x03\xc82U)z\xf3Y\xe6\xc8" +
-	"\x0d6\xa1\xd9fk\xf9\xa1\xa3nPX\xe8\xcf9\xa9" +
-	"\xaa\xb3\xe8\xdb\x864\x00\x83\x80\xea<\x08\xd8II\xfb" +
-	"\x0e\xc1\xd0_*\xfa\xbeW[\x04\xc0$\x04\x93`\xbb" +
-	"\xee)/\xa8r\xb9!:F\x18\x18\x04\xec~I{" +
-	"XP\xff\x9a\xae\xa9\xbd\x19\x88\x94\xe7,\xba1Z\xba" +
-	"\xee\x94jn;\xe6\xb4\x13,\xa4\xdcj\xc3\x0b#\xf2" +
-	"\">\x19\xe3\xa0)\xf5 \x842\x13+\x95j\xb9^" +
-	"\x9cs\xdb\x97\x94\xb1\xa5\xda\xd1!mB\x7f\xce\xd1{" +
-	"\x02\xed3\x9aJ3\x0d\xad\xc3\xf4\xcf\xb8~\xaaV\x0a" +
-	"\xfc-\xa0bwc\xdf\xda\x85\xcf\xd6\xf2hj\x8e\xdf" +
-	"S\xc6yT*\x13iNG\xd6\xb7+\x8e\x9e\xd7\xd0" +
-	"\xf4\xffc\xa6>\xc7\x1eI{RP\x91=\xd4\xc5\xfd" +
-	"\x19\xc0\x1e\x97\xb4\x9f\x10\x0c\x0b\xe5\x9a\x17\xb8U}q" +
-	"\xde\x0e\xe6$\xd9\xd5\x8c&\xa8\x8b\xe9\x88g\xcb\xf6V" +
-	"\xe9\x98q\xd3\xbev\xa35\x1e\xfb\x00{\x9b\xa4\xdd#" +
-	"8Q\xce\x1fs\x0b\x01\xbb\x0d\x09\xb2\x1b\xfc\x1fss" +
-	"N5\xa1\xc3\xb6\xc9v\xf7\xb5l7\xa2\x8b\xc3\x92\xf6" +
-	"\xb8`\xb8\xfelUo\xa7\x9a\x1fJ\x90\x0a\x0c\xbdb" +
-	"\xe1i\x1d\xa7\xcd\xf2\xb9I\x08f\\\xbd\x0e\xfd\xf6}" +
-	"u\x86\x97\x87\xa2 \xea\xe4\x1b\xc90l\x08\x99\xd2A" +
-	"\xceJ\xda\x8f\x0a\xf6\xf2\x9f\x90=\x14\x80z\xa4\x0f\xb0" +
-	"'%\xed\x9c`\xaf\xf8[\x97%\xa0\x1e\xd3G9 " +
-	"i\xcf\x0a\xa6\xbcZ\xa9\x84\x8eD\xd1\x0bhB\xd0\x04" +
-	"\xd3GKe'\xe0\x0e\x08\xee\xd8R\xe5F\xbe6s" +
-	">\xd3t~\xfd\x9e]\xcd\xef\"\xc8.\xf0\xdf\x00\x00" +
-	"\x00\xff\xff]\x1d\xbb\x0f"
+const schema_9b37a505c20c9683 = "x\xda\x84\x94[h\x1cU\x18\xc7\xbf\xff93\x99\xd6" +
+	"\xce\xba9\x99\x16\xb4\x10Vc\x9466!\x17%\xa5" +
+	"\xb4\xec\xaa\x89\xa9AaO\x1a,>\xf80\xbb\x99&" +
+	"Swg\xd7\x99\xd9\xe4A%`\x0bB\xf5A\x0a\xad" +
+	"\xb4\xa5/B\x84\x06\x8bQ\xb1\xd2\x87\xa2\x14},\x08" +
+	"\"X\xdf|\xa8B\x15\x11\xf1\x86\xa2#gvg/" +
+	"&i\xde\x963{\xfe\x97\xdf\xf7\xcd\x0c\xff\x8d\x9c6" +
+	"\x92\x1a\xef\"&\x0f\xeb]\xd1\x97\xcb\x07\xaf><\xb3" +
+	"t\x92\x84\xc9\xa3\x13g\xcd\xeb\xfa\xca\xf8\x05\"X\xe0" +
+	"\xab\xd6vn\x10Y:\x7f\xcdzN\xfd\x8a\xb6\xef\x9f" +
+	"}\xe8\xe5\xaf\xffz\x9dD7\x88t\xa8\xa7\x8f\xf1\xdb" +
+	"\x04k\x92g\x09Qu\xcf\x07_\\<:\xff\xe6:" +
+	"1\x97\xafZ/\xc6be>e\x9d\x89\xc5\xa2\\a" +
+	"u\xf9\xdc\xc7gI\xec\x02\x91f\x10\x8d\xbd\xc2\xef\x02" +
+	"i\xd1\x1f\xcb\xc3\x1f\xdezg\xed<\x09\x13-\x19\x9d" +
+	"\xa9\xfb\x0e\x7f\xdb*\xc7J._\"D\xe1}7\x9e" +
+	"\xfc\xf6\xc7\x07/\xb7\xa9|\xc5\x07\x94\xca\x99\xb7\x9c\x07" +
+	".\xec\xf6\xae\xb4=\xb9V\x7f\xf2\xeb\xa97R\x17\x9f" +
+	"?ws]\xcc\x15\xfe\xaau)\x16_\xe1S\xd6\x8d" +
+	"8\xe6gG~\xfe\\,\xde\xbe\xb9Q\x98\x8f\xf8i" +
+	"\xebZ\xfc\xff\xabq\x98\xbe\xc2\x95\xb5\xb9\xe3\xbbn\xb5" +
+	"\xf3\xb9W\xfb\x85`\xf5j\x8a\xcf\xbbG\x7f\xdf=\xfe" +
+	"\xfd\xf9\xef\xea\x91b\x8d\xb1CZ\x1f\x14@M\x09\xf4" +
+	"\x9c\xbc\xfe\xe9\xa1}'~ i\x82\xb5\xdc&\x0cN" +
+	"d]\xd2N[\xef\xab\x1e\xd6e\xed=B\x94}\xe9" +
+	"\x89Sk\x0b\x99\x9f\xda\x0aN\xea=\xaa\xe0\xfd\xe1'" +
+	"\x13\x85o~\xfb\xb3\xe1\xa3r\x8c\x0d\xea\xa3\xca\xe7Q" +
+	"=K\x83Q\x10\xdaa0T\xb4Q\xf5\xaa\x07\xf2~" +
+	"e1\xed\xce9~\x1e\x90\xdb\xb8N\xd4d\x87DI" +
+	"\x8cL\x13\x13{\x0d\xa097$\xfe\xa2w\x80\x98\x10" +
+	"F4\xef\x84G\x940\x11\xe5\x90\xae\xba\xde|\x0ey" +
+	"\xa0\xe9\xc6\x94\xdbl\xad0t\xcc\x09\x8b\x0b\xfdy;" +
+	"\xed\xdb\xe5@j\\#\xd2@$R\xd3D\xd2\xe4\x90" +
+	"\xf70D\xc1\x92\x1b\x04^\xadLD0\x89\xc1$t" +
+	"\xe6\x9e\xb2\xc3\x85\xb4\xe3\xd7skq\xee\x040\x92\xb5" +
+	"\x10\xe2qbB7\x96\xab~e\xd1\x9ds:\x03\xf1" +
+	"\xa4\xbej?\xa4\x02\xf7\xe7m\x95\x89\xa8\xd3j\xd2\x0b" +
+	"}\xc3u\x82:\xa1$\xee\xdeQ\"\xd9\xcf!\x87\x19" +
+	"\x04\xb0\x13\xeap\xf0\x00\x91\xdc\xc3!'\x182\x9e]" +
+	"v\x02\xa4\x88!E\xc8.\xda\xa5\x9a\x13\xe0nB\x9e" +
+	"\x03\xdd\xadi\x13\xd4ag,\xd5N\x95\x1bj$\xef" +
+	"\x9fq\x82t\xad\x14\x06\x9b\xa4O\xe0'X;\x0b\xcc" +
+	"\xd6\x0a\xd4\xc2\x94\xbc\xc7H\x16V\x88\xd1\x18S&\x9e" +
+	"L'\xa4\xf8\xbe\x92\xc6\xff\xebO7\x9a>\xd2V\x7f" +
+	"D1\xd9\xc7!\xf73D\xc5J\xcd\x0b\x1d_-\x04" +
+	"\xba[\xaf5\x01\xdd\x84Ll\xb0\xfe|\xb3u\x99q" +
+	"2\x81\xea\xdf\xbe/\x8a\xf56\x0e\xb9\x93![)\x1c" +
+	"w\x8a!z4N@\xcf\x968\xf3\xb6o\xa8\xed\xdb" +
+	"\xaa\x8f:\x1c\xe6\x90\x07\x19\xa2\xc6]_\xf5\x11\xadO" +
+	"'\x01\x82\x10yn\xf1\x055\xf0M\x17\xf6Y\xbbT" +
+	"\x83\xa3 \x9a\\3\xa3(v\x9d\x1c \x929\x0e\xf9" +
+	"4C/\xfe\x8d\x1a\xbeO\xf5\x11\xc9\x09\x0e\x99g\xe8" +
+	"e\xff\xa8cF$\x9eQx\x0fs\xc8Y\x86\xb4W" +
+	"+\x95\xa8\xcbp\xbd\x10:1\xe8\x84\xcc\xb1R\xc5\x0e" +
+	"\xb1\x83\x18v\xd0\x1d\xf7|\xc6Q0\xb1\xe56mD" +
+	"}\xb4E\xbd9\xc4\xe6g\xb2>\xc4\xff\x02\x00\x00\xff" +
+	"\xff&\x17\xba\xc0"
 
 func RegisterSchema(reg *schemas.Registry) {
 	reg.Register(&schemas.Schema{
@@ -1501,17 +1569,17 @@ func RegisterSchema(reg *schemas.Registry) {
 		Nodes: []uint64{
 			0x8477522bb93c7fd3,
 			0x8bfad87c26543809,
-			0x8cf8a060c56e76ed,
 			0x9067579dd0b22870,
 			0x96b7997faa6240ff,
+			0x9ab0a6e5b3307ff7,
 			0xad25ece146cd2074,
 			0xb66e1a9b23659795,
 			0xd9995d9d0d8c8af4,
 			0xd9ea7611c5f053c4,
 			0xe5156a64b0b66222,
 			0xe69ae7371af657ac,
+			0xeb832c3dc0c28412,
 			0xee1f68b08a437b3f,
-			0xf7a4908d4729785d,
 			0xf8f5da6244bf7421,
 		},
 		Compressed: true,

@@ -148,6 +148,50 @@ func AnswerWith(s stats.Snapshot) Answer {
 	}
 }
 
+// Raw answers with no counters and with stats put on the wire as given,
+// unchecked, so that a test can send what wire.FromSnapshot never would:
+// names is the names blob (each name followed by a NUL byte), n the number
+// of values, and set fills in value i.
+func Raw(names []byte, n int, set func(i int, v statsrpc.Value)) Answer {
+	return func(call statsrpc.Provider_getStats) error {
+		res, err := call.AllocResults()
+		if err != nil {
+			return err
+		}
+		st, err := res.NewStats()
+		if err != nil {
+			return err
+		}
+		if _, err := st.NewCounters(); err != nil {
+			return err
+		}
+		e, err := st.NewStats()
+		if err != nil {
+			return err
+		}
+		if err := e.SetNames(names); err != nil {
+			return err
+		}
+		values, err := e.NewValues(int32(n))
+		if err != nil {
+			return err
+		}
+		for i := range n {
+			set(i, values.At(i))
+		}
+		return nil
+	}
+}
+
+// Names joins names into a names blob for Raw.
+func Names(names ...string) []byte {
+	var b []byte
+	for _, n := range names {
+		b = append(append(b, n...), 0)
+	}
+	return b
+}
+
 // Fail answers with an error.
 func Fail(msg string) Answer {
 	return func(statsrpc.Provider_getStats) error { return errors.New(msg) }
