@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"math"
 	"testing"
+	"unsafe"
 )
 
 func TestAppendJSONKeepsKinds(t *testing.T) {
@@ -61,5 +62,25 @@ func TestZeroValueIsNull(t *testing.T) {
 	var v Value
 	if !v.IsNull() || !math.IsNaN(v.Float()) || v.Int() != 0 {
 		t.Fatalf("zero Value %#v is not null", v)
+	}
+}
+
+// The gatherer holds a Value per stat per node; the size is part of its
+// memory per node (BENCHMARKS.md).
+func TestValueIsTwoWords(t *testing.T) {
+	if n := unsafe.Sizeof(Value{}); n != 16 {
+		t.Fatalf("Value is %d bytes, want 16", n)
+	}
+	for _, v := range []Value{Int(-1 << 63), Int(1<<63 - 1), Float(-0.5), Float(math.MaxFloat64), Float(math.SmallestNonzeroFloat64)} {
+		switch v.Kind() {
+		case KindInt:
+			if Int(v.Int()) != v {
+				t.Errorf("%v does not round-trip through Int", v)
+			}
+		case KindFloat:
+			if Float(v.Float()) != v {
+				t.Errorf("%v does not round-trip through Float", v)
+			}
+		}
 	}
 }
