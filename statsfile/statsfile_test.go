@@ -5,11 +5,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"io/fs"
 	"math"
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -584,5 +587,63 @@ func TestSpecial8(t *testing.T) {
 				t.Fatalf("special8 with byte 0x%02x at %d = %v, want %v", c, pos, got, want)
 			}
 		}
+	}
+}
+
+// Maps are written sorted whether their key set was seen before, is new,
+// or (by a fingerprint collision, forced here) matches a remembered order
+// of other keys; past maxKeyOrders sets, still sorted.
+func TestAppendJSONSortsEveryKeySet(t *testing.T) {
+	sortedJSON := func(m stats.Map) string {
+		keys := make([]string, 0, len(m))
+		for k := range m {
+			keys = append(keys, k)
+		}
+		slices.Sort(keys)
+		var b []byte
+		b = append(b, '{')
+		for i, k := range keys {
+			if i > 0 {
+				b = append(b, ", "...)
+			}
+			b = strconv.AppendQuote(b, k)
+			b = append(b, ": "...)
+			b = m[k].AppendJSON(b)
+		}
+		return string(append(b, '}'))
+	}
+	set := func(names ...string) stats.Map {
+		m := stats.Map{}
+		for i, n := range names {
+			m[n] = stats.Int(int64(i))
+		}
+		return m
+	}
+	o := newKeyOrder()
+	abc, abd := set("c", "a", "b"), set("d", "b", "a")
+	for range 3 { // new, then remembered
+		for _, m := range []stats.Map{abc, abd, set("z"), set()} {
+			if got, want := string(o.appendMap(nil, m)), sortedJSON(m); got != want {
+				t.Fatalf("got %s, want %s", got, want)
+			}
+		}
+	}
+	// A collision: abd's fingerprint now remembers abc's order.
+	var fp uint64
+	for k := range abd {
+		fp += maphash.String(o.seed, k)
+	}
+	o.sorted[fp] = []string{"a", "b", "c"}
+	if got, want := string(o.appendMap(nil, abd)), sortedJSON(abd); got != want {
+		t.Fatalf("after a collision got %s, want %s", got, want)
+	}
+	for i := range 2 * maxKeyOrders {
+		m := set(fmt.Sprintf("k%03d", i), "b", fmt.Sprintf("a%03d", i))
+		if got, want := string(o.appendMap(nil, m)), sortedJSON(m); got != want {
+			t.Fatalf("set %d: got %s, want %s", i, got, want)
+		}
+	}
+	if len(o.sorted) > maxKeyOrders {
+		t.Fatalf("%d orders remembered, bound is %d", len(o.sorted), maxKeyOrders)
 	}
 }
