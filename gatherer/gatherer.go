@@ -248,9 +248,9 @@ func (g *Gatherer) verbose(format string, args ...any) {
 	}
 }
 
-// pollNode starts one getStats call unless one is already in flight for
-// the node; when round is not nil it is done when the call has ended.
-func (g *Gatherer) pollNode(n *node, round *sync.WaitGroup) {
+// pollNode polls n unless a poll of it is in flight: as part of round, or
+// on its own (round nil) with a timeout of its own.
+func (g *Gatherer) pollNode(n *node, round *pollRound) {
 	g.mu.Lock()
 	if g.closed || n.polling || n.peer == nil {
 		g.mu.Unlock()
@@ -260,23 +260,34 @@ func (g *Gatherer) pollNode(n *node, round *sync.WaitGroup) {
 	prov, peer := n.provider.AddRef(), n.peer
 	g.polls.Add(1)
 	if round != nil {
-		round.Add(1)
+		round.wg.Add(1)
 	}
 	g.mu.Unlock()
 	go func() {
 		defer g.polls.Done()
 		if round != nil {
-			defer round.Done()
+			defer round.wg.Done()
+			g.poll(round.ctx, n, prov, peer)
+			return
 		}
-		g.poll(n, prov, peer)
+		ctx, cancel := context.WithTimeout(context.Background(), g.cfg.Timeout)
+		defer cancel()
+		g.poll(ctx, n, prov, peer)
 	}()
 }
 
-func (g *Gatherer) poll(n *node, prov statsrpc.Provider, peer *tub.Peer) {
+// pollRound is the polls of one round. They start together and share one
+// deadline, so they share one context: a timer per poll was 3% of the
+// gatherer's CPU at 1,000 nodes.
+type pollRound struct {
+	ctx context.Context
+	wg  sync.WaitGroup
+}
+
+// poll calls getStats on prov within ctx and records the outcome.
+func (g *Gatherer) poll(ctx context.Context, n *node, prov statsrpc.Provider, peer *tub.Peer) {
 	defer prov.Release()
 	start := g.cfg.Now()
-	ctx, cancel := context.WithTimeout(context.Background(), g.cfg.Timeout)
-	defer cancel()
 	fut, release := prov.GetStats(ctx, nil)
 	var snap stats.Snapshot
 	res, err := fut.Struct()

@@ -5,7 +5,6 @@ import (
 	"io/fs"
 	"math"
 	"os"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -60,12 +59,17 @@ func (g *Gatherer) Round(ctx context.Context) {
 	}
 	g.mu.Unlock()
 
-	var wg sync.WaitGroup
+	pollCtx, cancel := context.WithTimeout(context.Background(), g.cfg.Timeout)
+	round := &pollRound{ctx: pollCtx}
 	for _, n := range nodes {
-		g.pollNode(n, &wg)
+		g.pollNode(n, round)
 	}
 	all := make(chan struct{})
-	go func() { wg.Wait(); close(all) }()
+	go func() {
+		round.wg.Wait() // late polls may outlive the round; their deadline stays
+		cancel()
+		close(all)
+	}()
 	wait := time.NewTimer(g.cfg.WriteAfter)
 	if g.cfg.WriteAfter >= g.cfg.Timeout {
 		// Every call ends by its timeout anyway: wait for all of them.
