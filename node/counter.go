@@ -45,9 +45,9 @@ type counterStripes struct {
 // stripeTokens hands each core (each P) a stripe number that stays with
 // it: a goroutine takes the token of the core it runs on and puts it back.
 // After a garbage collection empties the pool, New deals fresh numbers in
-// turn, so cores still land on different stripes. A token has a cache line
-// pair of its own: tokens packed together made two cores' adds slower
-// (18 ns instead of 6) in about half of the benchmark runs.
+// turn, so cores still land on different stripes. Tokens are padded like
+// the stripes: each is read on every striped add, and no object that
+// something else writes may share its cache lines.
 var (
 	nextStripe   atomic.Uint32
 	stripeTokens = sync.Pool{New: func() any {
