@@ -5,6 +5,7 @@ import (
 	"html/template"
 	"math"
 	"net/http"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -32,13 +33,23 @@ type page struct {
 	Down     int
 	DownList []downRef
 	OnlyDown bool
+	Pager    *pager // nil when every node fits on one page
 	Stat     string
 	Stats    []string
 	Note     string
 	Rows     []row
 }
 
-type downRef struct{ Anchor, Name string }
+// downRef links to a node that is down, on whichever page lists it; Href
+// is empty for the "and N more" entry.
+type downRef struct{ Href, Name string }
+
+// pager says which nodes a page lists and links to its neighbours.
+type pager struct {
+	Page, Pages     int
+	First, Last, Of int
+	Prev, Next      string // hrefs; empty at either end
+}
 
 type row struct {
 	Anchor    string
@@ -101,13 +112,14 @@ td.err { color: #cf222e; max-width: 30em; overflow-wrap: anywhere; font-size: .9
 <body>
 <h1>capstats gatherer</h1>
 <p class="summary">{{.Total}} node{{if ne .Total 1}}s{{end}}: <span class="pill up">{{.Up}} up</span> <span class="pill {{if .Down}}down{{else}}none{{end}}">{{.Down}} down</span> <span class="muted">· polled every {{.Interval}} · as of {{.Now}} · <a href="/metrics">/metrics</a> · <a href="/stats.json">/stats.json</a></span></p>
-{{if .DownList}}<p>Down: {{range $i, $n := .DownList}}{{if $i}}, {{end}}{{if $n.Anchor}}<a href="#{{$n.Anchor}}">{{$n.Name}}</a>{{else}}{{$n.Name}}{{end}}{{end}}</p>{{end}}
+{{if .DownList}}<p>Down: {{range $i, $n := .DownList}}{{if $i}}, {{end}}{{if $n.Href}}<a href="{{$n.Href}}">{{$n.Name}}</a>{{else}}{{$n.Name}}{{end}}{{end}}</p>{{end}}
 <form method="get" action="/">
 <label>Chart of the last {{.Window}}: <select name="stat">{{range .Stats}}<option{{if eq . $.Stat}} selected{{end}}>{{.}}</option>{{end}}</select></label>
 <label><input type="checkbox" name="only" value="down"{{if .OnlyDown}} checked{{end}}> only nodes that are down</label>
 <button type="submit">Show</button>
 {{with .Note}}<span class="muted">{{.}}</span>{{end}}
 </form>
+{{with .Pager}}<p class="pager">Nodes {{.First}}–{{.Last}} of {{.Of}} · {{if .Prev}}<a href="{{.Prev}}" rel="prev">‹ previous</a> · {{end}}page {{.Page}} of {{.Pages}}{{if .Next}} · <a href="{{.Next}}" rel="next">next ›</a>{{end}}</p>{{end}}
 <table>
 <thead><tr><th>Nickname</th><th>Tub ID</th><th>State</th><th>Last sample</th><th>Poll</th><th>{{.Stat}}</th><th>Last {{.Window}}</th><th>Last error</th></tr></thead>
 <tbody>
@@ -139,7 +151,9 @@ func (h *Handler) serveStatus(w http.ResponseWriter, r *http.Request) {
 	if r.Method == http.MethodHead {
 		return
 	}
-	p := h.buildPage(r.URL.Query().Get("stat"), r.URL.Query().Get("only") == "down")
+	q := r.URL.Query()
+	pageNum, _ := strconv.Atoi(q.Get("page")) // anything but a number is the first page
+	p := h.buildPage(q.Get("stat"), q.Get("only") == "down", pageNum)
 	out, end := compressed(w, r)
 	if err := pageTemplate.Execute(out, p); err != nil {
 		h.opts.Logger.Debug("writing the status page", "remote", r.RemoteAddr, "err", err)
@@ -148,7 +162,9 @@ func (h *Handler) serveStatus(w http.ResponseWriter, r *http.Request) {
 	end()
 }
 
-func (h *Handler) buildPage(stat string, onlyDown bool) *page {
+// buildPage lays out page pageNum (from 1; out of range means the nearest
+// page) of the nodes listed: all of them, or those down if onlyDown.
+func (h *Handler) buildPage(stat string, onlyDown bool, pageNum int) *page {
 	now := h.opts.Now()
 	file := h.src.File()
 	if stat == "" {
@@ -182,6 +198,49 @@ func (h *Handler) buildPage(stat string, onlyDown bool) *page {
 		p.Stats = append([]string{stat}, p.Stats...)
 	}
 
+	listed := len(file.Nodes)
+	if onlyDown {
+		listed = 0
+		for i := range file.Nodes {
+			if !file.Nodes[i].Up {
+				listed++
+			}
+		}
+	}
+	size := h.opts.PageSize
+	pages := max(1, (listed+size-1)/size)
+	pageNum = min(max(pageNum, 1), pages)
+	href := func(page int, anchor string) string {
+		v := url.Values{}
+		if page > 1 {
+			v.Set("page", strconv.Itoa(page))
+		}
+		if stat != DefaultStat {
+			v.Set("stat", stat)
+		}
+		if onlyDown {
+			v.Set("only", "down")
+		}
+		u := "/"
+		if len(v) > 0 {
+			u += "?" + v.Encode()
+		}
+		if anchor != "" {
+			u += "#" + anchor
+		}
+		return u
+	}
+	if pages > 1 {
+		p.Pager = &pager{Page: pageNum, Pages: pages, First: (pageNum-1)*size + 1, Last: min(pageNum*size, listed), Of: listed}
+		if pageNum > 1 {
+			p.Pager.Prev = href(pageNum-1, "")
+		}
+		if pageNum < pages {
+			p.Pager.Next = href(pageNum+1, "")
+		}
+	}
+
+	index := 0 // among the nodes listed
 	for i := range file.Nodes {
 		n := &file.Nodes[i]
 		name := n.Nickname
@@ -189,13 +248,22 @@ func (h *Handler) buildPage(stat string, onlyDown bool) *page {
 			name = short(n.TubID)
 		}
 		anchor := "node-" + n.TubID
+		listedHere := !onlyDown || !n.Up
+		onPage := listedHere && index/size+1 == pageNum
 		if n.Up {
 			p.Up++
 		} else {
 			p.Down++
-			p.DownList = append(p.DownList, downRef{Anchor: anchor, Name: name})
+			link := "#" + anchor
+			if !onPage {
+				link = href(index/size+1, anchor)
+			}
+			p.DownList = append(p.DownList, downRef{Href: link, Name: name})
 		}
-		if onlyDown && n.Up {
+		if listedHere {
+			index++
+		}
+		if !onPage {
 			continue
 		}
 		rw := row{
@@ -226,7 +294,7 @@ func (h *Handler) buildPage(stat string, onlyDown bool) *page {
 		p.Rows = append(p.Rows, rw)
 	}
 	if len(p.DownList) > 50 {
-		p.DownList = append(p.DownList[:50], downRef{Anchor: "", Name: fmt.Sprintf("and %d more", len(p.DownList)-50)})
+		p.DownList = append(p.DownList[:50], downRef{Name: fmt.Sprintf("and %d more", len(p.DownList)-50)})
 	}
 	p.Title = fmt.Sprintf("capstats: %d up, %d down", p.Up, p.Down)
 	return p

@@ -251,6 +251,62 @@ func TestStatusPage(t *testing.T) {
 	}
 }
 
+// A big grid is listed a page at a time; the list of nodes that are down
+// links to the page that has each one, and the links keep the chosen stat.
+func TestStatusPagePages(t *testing.T) {
+	h := New(fixtureSource(), Options{Interval: time.Minute, PageSize: 2, Now: func() time.Time { return now }})
+	rows := func(page string) []string {
+		var ids []string
+		for _, part := range strings.Split(page, `data-tubid="`)[1:] {
+			ids = append(ids, part[:4])
+		}
+		return ids
+	}
+	cases := []struct {
+		target   string
+		rows     []string
+		contains []string
+		lacks    []string
+	}{
+		{"/", []string{"aaaa", "bbbb"}, []string{
+			"Nodes 1–2 of 4", "page 1 of 2", `<a href="/?page=2" rel="next">`,
+			`<a href="/?page=2#node-cccccccccccccccccccccccccccccccc">gone</a>`,
+			`<span class="pill up">3 up</span>`, `<span class="pill down">1 down</span>`,
+		}, []string{`rel="prev"`}},
+		{"/?page=2", []string{"cccc", "dddd"}, []string{
+			"Nodes 3–4 of 4", "page 2 of 2", `<a href="/" rel="prev">`,
+			`<a href="#node-cccccccccccccccccccccccccccccccc">gone</a>`,
+		}, []string{`rel="next"`}},
+		{"/?page=99", []string{"cccc", "dddd"}, []string{"page 2 of 2"}, nil},
+		{"/?page=x", []string{"aaaa", "bbbb"}, []string{"page 1 of 2"}, nil},
+		{"/?stat=node.uptime", []string{"aaaa", "bbbb"}, []string{
+			`<a href="/?page=2&amp;stat=node.uptime" rel="next">`,
+			`<a href="/?page=2&amp;stat=node.uptime#node-cccccccccccccccccccccccccccccccc">gone</a>`,
+		}, nil},
+		{"/?only=down", []string{"cccc"}, []string{`<a href="#node-cccccccccccccccccccccccccccccccc">gone</a>`}, []string{"Nodes ", "page 1 of"}},
+	}
+	for _, c := range cases {
+		page := do(h, "GET", c.target).Body.String()
+		if got := rows(page); strings.Join(got, ",") != strings.Join(c.rows, ",") {
+			t.Errorf("%s lists %v, want %v", c.target, got, c.rows)
+		}
+		for _, want := range c.contains {
+			if !strings.Contains(page, want) {
+				t.Errorf("%s lacks %q", c.target, want)
+			}
+		}
+		for _, unwanted := range c.lacks {
+			if strings.Contains(page, unwanted) {
+				t.Errorf("%s has %q", c.target, unwanted)
+			}
+		}
+	}
+	// The default page size lists the whole fixture on one page.
+	if page := do(newTestHandler(fixtureSource(), nil), "GET", "/").Body.String(); strings.Contains(page, `class="pager"`) || len(rows(page)) != 4 {
+		t.Errorf("4 nodes at the default page size: %d rows, pager shown: %v", len(rows(page)), strings.Contains(page, `class="pager"`))
+	}
+}
+
 func TestStatusPageEmptyAndWithoutHistory(t *testing.T) {
 	page := do(newTestHandler(&fakeSource{file: &statsfile.File{}}, nil), "GET", "/").Body.String()
 	if !strings.Contains(page, "No node has connected yet.") || !strings.Contains(page, `<span class="pill none">0 down</span>`) {
