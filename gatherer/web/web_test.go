@@ -350,7 +350,8 @@ func nan() float64 { return math.NaN() }
 // BenchmarkMetrics10k is a /metrics request for 10,000 nodes of 40 entries
 // (fixture nodes of 17 entries are padded with 23 gauges), in OpenMetrics,
 // without and with gzip.
-func BenchmarkMetrics10k(b *testing.B) {
+// source10k is a grid of 10,000 nodes reporting 40 stats each.
+func source10k() *fakeSource {
 	src := &fakeSource{file: &statsfile.File{}}
 	for i := range 10000 {
 		snap := storageSnap(float64(i%100) / 100)
@@ -362,7 +363,11 @@ func BenchmarkMetrics10k(b *testing.B) {
 			Timestamp: epoch(now), LastPoll: epoch(now), PollSeconds: 0.001,
 		})
 	}
-	h := newTestHandler(src, nil)
+	return src
+}
+
+func BenchmarkMetrics10k(b *testing.B) {
+	h := newTestHandler(source10k(), nil)
 	for _, enc := range []string{"identity", "gzip"} {
 		b.Run(enc, func(b *testing.B) {
 			b.ReportAllocs()
@@ -373,6 +378,36 @@ func BenchmarkMetrics10k(b *testing.B) {
 				req.Header.Set("Accept-Encoding", enc)
 				w := &countingResponse{header: http.Header{}}
 				h.ServeHTTP(w, req)
+				n = w.n
+			}
+			b.ReportMetric(float64(n), "bytes/response")
+		})
+	}
+}
+
+// BenchmarkStatusPage10k draws the status page of 10,000 nodes with an
+// hour of history each: one page of the default size, and every node on
+// one page as the baseline.
+func BenchmarkStatusPage10k(b *testing.B) {
+	src := source10k()
+	hist := NewHistory(HistoryOptions{Interval: time.Minute, Now: func() time.Time { return now }})
+	for m := range 60 {
+		at := now.Add(time.Duration(m-60) * time.Minute)
+		for _, n := range src.file.Nodes {
+			hist.Record(n.TubID, at, n.Stats)
+		}
+	}
+	for _, c := range []struct {
+		name string
+		size int
+	}{{"page", 0}, {"all", 10000}} {
+		h := New(src, Options{History: hist, Interval: time.Minute, PageSize: c.size, Now: func() time.Time { return now }})
+		b.Run(c.name, func(b *testing.B) {
+			b.ReportAllocs()
+			var n int
+			for b.Loop() {
+				w := &countingResponse{header: http.Header{}}
+				h.ServeHTTP(w, httptest.NewRequest("GET", "/", nil))
 				n = w.n
 			}
 			b.ReportMetric(float64(n), "bytes/response")
