@@ -5,6 +5,7 @@ package wire
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -89,6 +90,12 @@ func ToSnapshot(src statsrpc.Stats, lim Limits) (stats.Snapshot, error) {
 	if err != nil {
 		return stats.Snapshot{}, fmt.Errorf("stats: %w", err)
 	}
+	// A namespace that is there but not a struct is the list of entries
+	// of the wire format before this one; read as a struct it would look
+	// empty, and the node would seem to report nothing.
+	if (src.HasCounters() && !counters.IsValid()) || (src.HasStats() && !sts.IsValid()) {
+		return stats.Snapshot{}, errOldFormat
+	}
 	cv, err := counters.Values()
 	if err != nil {
 		return stats.Snapshot{}, fmt.Errorf("counters: %w", err)
@@ -109,6 +116,10 @@ func ToSnapshot(src statsrpc.Stats, lim Limits) (stats.Snapshot, error) {
 	}
 	return snap, nil
 }
+
+// errOldFormat is what a gatherer says of a node that still sends a Text
+// per entry (capstats before the names travelled as one blob).
+var errOldFormat = errors.New("reply is in an older wire format (a list of entries per namespace): upgrade the node")
 
 func read(e statsrpc.Entries, values statsrpc.Value_List, lim Limits) (stats.Map, error) {
 	names, err := e.Names()

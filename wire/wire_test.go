@@ -167,6 +167,24 @@ func TestNamesAndValuesMustMatch(t *testing.T) {
 	}
 }
 
+// A node with the previous wire format sends a list of entries where a
+// namespace struct is now: refused with a reason, not read as empty.
+func TestOlderWireFormatRefused(t *testing.T) {
+	msg, seg, _ := capnp.NewMessage(capnp.SingleSegment(nil))
+	st, _ := statsrpc.NewRootStats(seg)
+	old, err := capnp.NewCompositeList(seg, capnp.ObjectSize{DataSize: 16, PointerCount: 1}, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := capnp.Struct(st).SetPtr(1, old.ToPtr()); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := msg.Marshal()
+	if _, err := decode(b, DefaultLimits); err == nil || !strings.Contains(err.Error(), "older wire format") {
+		t.Fatalf("err = %v, want an older wire format error", err)
+	}
+}
+
 func TestNameWithNULRefusedOnEncode(t *testing.T) {
 	_, seg, _ := capnp.NewMessage(capnp.SingleSegment(nil))
 	st, _ := statsrpc.NewRootStats(seg)
