@@ -109,6 +109,11 @@ type codec struct {
 	nc  net.Conn
 	dec *capnp.Decoder
 
+	// held is a framed Finish message that waits to go out with the next
+	// message (see outgoingMessage.Send).
+	mu   sync.Mutex
+	held []byte
+
 	closeOnce sync.Once
 	onClose   func() // run once the transport is closed; may be nil
 }
@@ -132,15 +137,33 @@ var msgWriters = sync.Pool{New: func() any {
 }}
 
 func (c *codec) Encode(m *capnp.Message) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	w := msgWriters.Get().(*msgWriter)
 	w.bw.Reset(c.nc)
-	err := w.enc.Encode(m)
+	_, err := w.bw.Write(c.held)
+	c.held = c.held[:0]
+	if err == nil {
+		err = w.enc.Encode(m)
+	}
 	if err == nil {
 		err = w.bw.Flush()
 	}
 	w.bw.Reset(nil)
 	msgWriters.Put(w)
 	return err
+}
+
+// hold frames m to be written in front of the next message Encode writes.
+func (c *codec) hold(m *capnp.Message) error {
+	b, err := m.Marshal()
+	if err != nil {
+		return err
+	}
+	c.mu.Lock()
+	c.held = append(c.held, b...)
+	c.mu.Unlock()
+	return nil
 }
 
 func (c *codec) Decode() (*capnp.Message, error) {

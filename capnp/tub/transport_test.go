@@ -3,10 +3,13 @@ package tub
 import (
 	"context"
 	"fmt"
+	"net"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"capnproto.org/go/capnp/v3"
+	rpccp "capnproto.org/go/capnp/v3/std/capnp/rpc"
 
 	"capstats/capnp/statsrpc"
 )
@@ -97,5 +100,110 @@ func TestRepliesArriveInOneSegment(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// countingConn counts the writes made to a connection.
+type countingConn struct {
+	net.Conn
+	writes atomic.Int32
+}
+
+func (c *countingConn) Write(b []byte) (int, error) {
+	c.writes.Add(1)
+	return c.Conn.Write(b)
+}
+
+// The Finish go-capnp sends a while after each call returns rides with the
+// next message instead of costing a write of its own; a Finish that
+// cancels a call is written at once. Both arrive, in order.
+func TestFinishWaitsForTheNextMessage(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, _ := l.Accept()
+		accepted <- c
+	}()
+	nc, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	peer := <-accepted
+	if peer == nil {
+		t.Fatal("accept failed")
+	}
+	defer peer.Close()
+	cc := &countingConn{Conn: nc}
+	tr := newTransport(newCodec(cc, 1<<20))
+
+	send := func(build func(rpccp.Message) error) {
+		t.Helper()
+		out, err := tr.NewMessage()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer out.Release()
+		if err := build(out.Message()); err != nil {
+			t.Fatal(err)
+		}
+		if err := out.Send(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	finish := func(id uint32, release bool) func(rpccp.Message) error {
+		return func(m rpccp.Message) error {
+			fin, err := m.NewFinish()
+			fin.SetQuestionId(id)
+			fin.SetReleaseResultCaps(release)
+			return err
+		}
+	}
+
+	send(finish(7, false))
+	if n := cc.writes.Load(); n != 0 {
+		t.Fatalf("a Finish after a return was written at once (%d writes), want it held", n)
+	}
+	send(func(m rpccp.Message) error {
+		call, err := m.NewCall()
+		call.SetQuestionId(8)
+		return err
+	})
+	if n := cc.writes.Load(); n != 1 {
+		t.Fatalf("held Finish and next call took %d writes, want 1", n)
+	}
+	send(finish(8, true))
+	if n := cc.writes.Load(); n != 2 {
+		t.Fatalf("a cancelling Finish was not written at once (%d writes in all, want 2)", n)
+	}
+
+	dec := capnp.NewDecoder(peer)
+	var got []string
+	for range 3 {
+		msg, err := dec.Decode()
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, err := rpccp.ReadRootMessage(msg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch m.Which() {
+		case rpccp.Message_Which_finish:
+			fin, _ := m.Finish()
+			got = append(got, fmt.Sprintf("finish %d %v", fin.QuestionId(), fin.ReleaseResultCaps()))
+		case rpccp.Message_Which_call:
+			call, _ := m.Call()
+			got = append(got, fmt.Sprintf("call %d", call.QuestionId()))
+		default:
+			got = append(got, m.Which().String())
+		}
+	}
+	if want := "finish 7 false, call 8, finish 8 true"; strings.Join(got, ", ") != want {
+		t.Errorf("peer read %s, want %s", strings.Join(got, ", "), want)
 	}
 }
