@@ -58,22 +58,22 @@ func Name(names []string, k int) string {
 // Snapshot is what simulated node i reports: nCounters ints and nStats
 // stats, a mix of floats, ints and one null.
 func Snapshot(i, nCounters, nStats int) stats.Snapshot {
-	s := stats.Snapshot{Counters: make(stats.Map, nCounters), Stats: make(stats.Map, nStats)}
+	counters, sts := make(stats.Map, nCounters), make(stats.Map, nStats)
 	for k := range nCounters {
-		s.Counters[Name(CounterNames, k)] = stats.Int(int64(i*1009 + k*7919))
+		counters[Name(CounterNames, k)] = stats.Int(int64(i*1009 + k*7919))
 	}
 	for k := range nStats {
 		name := Name(StatNames, k)
 		switch {
 		case name == nullStat:
-			s.Stats[name] = stats.Null()
+			sts[name] = stats.Null()
 		case k%2 == 0:
-			s.Stats[name] = stats.Float(float64(i%97)/100 + float64(k)/7)
+			sts[name] = stats.Float(float64(i%97)/100 + float64(k)/7)
 		default:
-			s.Stats[name] = stats.Int(int64(1_000_000*i + k))
+			sts[name] = stats.Int(int64(1_000_000*i + k))
 		}
 	}
-	return s
+	return stats.Snapshot{Counters: stats.SetOf(counters), Stats: stats.SetOf(sts)}
 }
 
 // SyntheticFile is a stats file of n up nodes of 20 counters and 20 stats

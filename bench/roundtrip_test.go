@@ -166,8 +166,8 @@ func BenchmarkGetStatsRoundTrip(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		if len(snap.Counters)+len(snap.Stats) != roundTripEntries {
-			b.Fatalf("got %d entries", len(snap.Counters)+len(snap.Stats))
+		if snap.Counters.Len()+snap.Stats.Len() != roundTripEntries {
+			b.Fatalf("got %d entries", snap.Counters.Len()+snap.Stats.Len())
 		}
 	}
 }
@@ -253,12 +253,12 @@ func TestRoundTrip(t *testing.T) {
 	}
 	half := roundTripEntries / 2
 	want := Snapshot(1, half, roundTripEntries-half)
-	if len(snap.Counters) != half || len(snap.Stats) != roundTripEntries-half {
-		t.Fatalf("got %d counters, %d stats", len(snap.Counters), len(snap.Stats))
+	if snap.Counters.Len() != half || snap.Stats.Len() != roundTripEntries-half {
+		t.Fatalf("got %d counters, %d stats", snap.Counters.Len(), snap.Stats.Len())
 	}
-	for k, v := range want.Stats {
-		if snap.Stats[k] != v {
-			t.Errorf("stat %s: got %v, want %v", k, snap.Stats[k], v)
+	for k, v := range want.Stats.All() {
+		if snap.Stats.Map()[k] != v {
+			t.Errorf("stat %s: got %v, want %v", k, snap.Stats.Map()[k], v)
 		}
 	}
 }

@@ -22,12 +22,12 @@ import (
 )
 
 var sample = stats.Snapshot{
-	Counters: stats.Map{"storage_server.allocate": stats.Int(12)},
-	Stats: stats.Map{
+	Counters: stats.SetOf(stats.Map{"storage_server.allocate": stats.Int(12)}),
+	Stats: stats.SetOf(stats.Map{
 		"load_monitor.avg_load": stats.Float(0.5),
 		"node.uptime":           stats.Int(42),
 		"storage_server.latencies.get.99_9_percentile": stats.Null(),
-	},
+	}),
 }
 
 // startDaemon creates and starts a gatherer in a temp basedir, running
@@ -206,13 +206,14 @@ func TestReconnectReplacesOldConnection(t *testing.T) {
 
 func TestBadRepliesRecordedNodeStaysPolled(t *testing.T) {
 	d, _ := startDaemon(t, Config{Interval: 500 * time.Millisecond})
-	tooMany := stats.Snapshot{Counters: stats.Map{}, Stats: stats.Map{}}
+	many := stats.Map{}
 	for i := 0; i < 10001; i++ {
-		tooMany.Counters[string(rune('a'+i%26))+strings.Repeat("x", i/26)+".c"] = stats.Int(int64(i))
+		many[string(rune('a'+i%26))+strings.Repeat("x", i/26)+".c"] = stats.Int(int64(i))
 	}
-	badName := stats.Snapshot{Stats: stats.Map{"bad\xffname": stats.Int(1)}}
-	ctrlName := stats.Snapshot{Stats: stats.Map{"bell\x07": stats.Int(1)}}
-	longName := stats.Snapshot{Stats: stats.Map{strings.Repeat("n", 300): stats.Int(1)}}
+	tooMany := stats.Snapshot{Counters: stats.SetOf(many)}
+	badName := stats.Snapshot{Stats: stats.SetOf(stats.Map{"bad\xffname": stats.Int(1)})}
+	ctrlName := stats.Snapshot{Stats: stats.SetOf(stats.Map{"bell\x07": stats.Int(1)})}
+	longName := stats.Snapshot{Stats: stats.SetOf(stats.Map{strings.Repeat("n", 300): stats.Int(1)})}
 	n, nConn := fakenode.Connect(t, d.Furl, "bad", fakenode.AnswerWith(tooMany))
 	for _, c := range []struct {
 		snap stats.Snapshot
@@ -245,10 +246,11 @@ func TestBadRepliesRecordedNodeStaysPolled(t *testing.T) {
 func TestOversizedMessageClosesOnlyThatNode(t *testing.T) {
 	d, _ := startDaemon(t, Config{Interval: 500 * time.Millisecond})
 	good, _ := fakenode.Connect(t, d.Furl, "good", fakenode.AnswerWith(sample))
-	huge := stats.Snapshot{Stats: stats.Map{}}
+	hugeStats := stats.Map{}
 	for i := 0; i < 40000; i++ {
-		huge.Stats[strings.Repeat("h", 200)+string(rune('a'+i%26))+strings.Repeat("y", i/26)] = stats.Int(1)
+		hugeStats[strings.Repeat("h", 200)+string(rune('a'+i%26))+strings.Repeat("y", i/26)] = stats.Int(1)
 	}
+	huge := stats.Snapshot{Stats: stats.SetOf(hugeStats)}
 	bad, badConn := fakenode.Connect(t, d.Furl, "huge", fakenode.AnswerWith(huge))
 	select {
 	case <-badConn.Done():
@@ -368,7 +370,7 @@ func TestLoadKeepsOrderAndMarksDown(t *testing.T) {
 		t.Fatal(err)
 	}
 	back, err := statsfile.Load(path)
-	if err != nil || back.Nodes[1].Stats.Counters["c"] != stats.Int(1) {
+	if err != nil || back.Nodes[1].Stats.Counters.Map()["c"] != stats.Int(1) {
 		t.Fatalf("reload: %v %+v", err, back)
 	}
 }

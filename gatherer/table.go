@@ -64,9 +64,9 @@ func WriteTable(w io.Writer, f *statsfile.File, now time.Time) error {
 		}
 		row := []string{orDash(n.Nickname), n.TubID, up, Age(n.Timestamp, now)}
 		for _, s := range tableStats {
-			v, ok := n.Stats.Stats[s.name]
+			v, ok := n.Stats.Stats.Get(s.name)
 			if !ok {
-				v, ok = n.Stats.Counters[s.name]
+				v, ok = n.Stats.Counters.Get(s.name)
 			}
 			cell := "-"
 			if ok && !v.IsNull() {

@@ -14,7 +14,7 @@ func TestWriteTable(t *testing.T) {
 	now := time.Unix(1_700_000_100, 0)
 	f := &statsfile.File{Nodes: []statsfile.Node{
 		{TubID: "aaaa", Nickname: "storage 1", Up: true, Timestamp: 1_700_000_090,
-			Stats: stats.Snapshot{Stats: stats.Map{"load_monitor.avg_load": stats.Float(0.25), "node.uptime": stats.Int(3600), "storage_server.disk_avail": stats.Int(3 << 29)}}},
+			Stats: stats.Snapshot{Stats: stats.SetOf(stats.Map{"load_monitor.avg_load": stats.Float(0.25), "node.uptime": stats.Int(3600), "storage_server.disk_avail": stats.Int(3 << 29)})}},
 		{TubID: "bbbb", Nickname: "", Up: false, Timestamp: 0, LastError: "getStats timed out after 30s"},
 	}}
 	var b bytes.Buffer

@@ -36,7 +36,7 @@ func writeBenchFile(tb testing.TB, n int, now time.Time) string {
 		}
 		f.Nodes = append(f.Nodes, statsfile.Node{
 			TubID: fmt.Sprintf("%032x", i*7919), Nickname: fmt.Sprintf("storage node %d", i), Timestamp: ts - float64(i%400),
-			Stats: stats.Snapshot{Counters: c, Stats: s}, Up: true, LastPoll: ts, PollSeconds: 0.001,
+			Stats: stats.Snapshot{Counters: stats.SetOf(c), Stats: stats.SetOf(s)}, Up: true, LastPoll: ts, PollSeconds: 0.001,
 		})
 	}
 	path := filepath.Join(tb.TempDir(), "stats.json")

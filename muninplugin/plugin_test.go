@@ -178,10 +178,10 @@ func TestAutoconf(t *testing.T) {
 
 func TestStaleness(t *testing.T) {
 	f := &statsfile.File{Nodes: []statsfile.Node{
-		{TubID: "aaaa", Nickname: "fresh", Timestamp: 1000, Stats: stats.Snapshot{Stats: stats.Map{"storage_server.allocated": stats.Int(1)}}},
-		{TubID: "bbbb", Nickname: "edge", Timestamp: 1000, Stats: stats.Snapshot{Stats: stats.Map{"storage_server.allocated": stats.Float(2.5)}}},
-		{TubID: "cccc", Nickname: "null", Timestamp: 1300, Stats: stats.Snapshot{Stats: stats.Map{"storage_server.allocated": stats.Null()}}},
-		{TubID: "dddd", Nickname: "none", Timestamp: 1300, Stats: stats.Snapshot{Stats: stats.Map{"other": stats.Int(1)}}},
+		{TubID: "aaaa", Nickname: "fresh", Timestamp: 1000, Stats: stats.Snapshot{Stats: stats.SetOf(stats.Map{"storage_server.allocated": stats.Int(1)})}},
+		{TubID: "bbbb", Nickname: "edge", Timestamp: 1000, Stats: stats.Snapshot{Stats: stats.SetOf(stats.Map{"storage_server.allocated": stats.Float(2.5)})}},
+		{TubID: "cccc", Nickname: "null", Timestamp: 1300, Stats: stats.Snapshot{Stats: stats.SetOf(stats.Map{"storage_server.allocated": stats.Null()})}},
+		{TubID: "dddd", Nickname: "none", Timestamp: 1300, Stats: stats.Snapshot{Stats: stats.SetOf(stats.Map{"other": stats.Int(1)})}},
 	}}
 	g, _ := LookupGraph("tahoe_storage_allocated")
 	for now, want := range map[float64]string{

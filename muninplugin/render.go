@@ -71,7 +71,7 @@ func (r *renderer) stat(i int, g Graph) (stats.Value, bool) {
 	if g.Category == "counters" {
 		m = r.f.Nodes[i].Stats.Counters
 	}
-	v, ok := m[g.StatID]
+	v, ok := m.Get(g.StatID)
 	return v, ok && !v.IsNull()
 }
 

@@ -218,11 +218,11 @@ func TestEndToEndOverTub(t *testing.T) {
 	}
 	p.Count("storage_server.allocate", 4)
 	snap := getStats(t, pr.prov)
-	if snap.Counters["storage_server.allocate"] != stats.Int(7) || snap.Counters[ProducerErrorsCounter] != stats.Int(0) {
+	if snap.Counters.Map()["storage_server.allocate"] != stats.Int(7) || snap.Counters.Map()[ProducerErrorsCounter] != stats.Int(0) {
 		t.Fatalf("counters %v", snap.Counters)
 	}
 	for _, k := range []string{"node.uptime", "cpu_monitor.total", "go.goroutines", "load_monitor.avg_load"} {
-		if _, ok := snap.Stats[k]; !ok {
+		if _, ok := snap.Stats.Map()[k]; !ok {
 			t.Errorf("stat %s missing from %v", k, snap.Stats)
 		}
 	}
@@ -247,7 +247,7 @@ func TestEndToEndOverTub(t *testing.T) {
 	if took := time.Since(start); took > 5*time.Second {
 		t.Errorf("node back after %v, want within 5 s", took)
 	}
-	if snap := getStats(t, pr.prov); snap.Counters["storage_server.allocate"] != stats.Int(7) {
+	if snap := getStats(t, pr.prov); snap.Counters.Map()["storage_server.allocate"] != stats.Int(7) {
 		t.Fatalf("after reconnecting: %v", snap.Counters)
 	}
 

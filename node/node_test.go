@@ -462,7 +462,7 @@ func TestNoFurlRunsWithoutGatherer(t *testing.T) {
 		t.Fatalf("want the absence said once:\n%s", logs)
 	}
 	// The load monitor runs only with a gatherer.
-	if _, ok := h.p.Snapshot(context.Background()).Stats["load_monitor.avg_load"]; ok {
+	if _, ok := h.p.Snapshot(context.Background()).Stats.Map()["load_monitor.avg_load"]; ok {
 		t.Fatal("load monitor registered without a gatherer")
 	}
 	// The tub ID is logged.
@@ -480,7 +480,7 @@ func TestLoadMonitorStartsWithGatherer(t *testing.T) {
 	h := startNode(t, testFurl(t), nil)
 	h.d.next(t).reply <- nil
 	waitFor(t, "load monitor", func() bool {
-		_, ok := h.p.Snapshot(context.Background()).Stats["load_monitor.avg_load"]
+		_, ok := h.p.Snapshot(context.Background()).Stats.Map()["load_monitor.avg_load"]
 		return ok
 	})
 }

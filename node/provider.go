@@ -63,6 +63,10 @@ type Provider struct {
 	producers   atomic.Pointer[[]*producerSlot]
 
 	producerErrors *Counter
+
+	// last is the previous snapshot, whose names the next one shares when
+	// they are the same (stats.SetLike).
+	last atomic.Pointer[stats.Snapshot]
 }
 
 // NewProvider returns a Provider with no producers and one counter,
@@ -189,7 +193,13 @@ func (p *Provider) Snapshot(ctx context.Context) stats.Snapshot {
 			timer.Stop()
 		}
 	}
-	return stats.Snapshot{Counters: p.readCounters(), Stats: merged}
+	var last stats.Snapshot
+	if l := p.last.Load(); l != nil {
+		last = *l
+	}
+	snap := stats.Snapshot{Counters: stats.SetLike(p.readCounters(), last.Counters), Stats: stats.SetLike(merged, last.Stats)}
+	p.last.Store(&snap)
+	return snap
 }
 
 // wait waits for c until its deadline or ctx is done. It returns the result

@@ -57,7 +57,7 @@ func TestCountConcurrentExactTotal(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	c := p.Snapshot(context.Background()).Counters
+	c := p.Snapshot(context.Background()).Counters.Map()
 	var total int64
 	for _, n := range names {
 		total += c[n].Int()
@@ -105,7 +105,7 @@ func TestMergeOrderLaterWins(t *testing.T) {
 	must(t, p.Register(fixed(stats.Map{"c": stats.Float(0.5)})))
 	got := p.Snapshot(context.Background()).Stats
 	want := stats.Map{"a": stats.Int(1), "b": stats.Int(2), "c": stats.Float(0.5)}
-	if fmt.Sprint(got) != fmt.Sprint(want) {
+	if !got.Equal(stats.SetOf(want)) {
 		t.Fatalf("stats %v, want %v", got, want)
 	}
 }
@@ -141,13 +141,13 @@ func TestFailingProducers(t *testing.T) {
 		if took > maxTook {
 			t.Errorf("round %d: snapshot took %v, want at most %v", round, took, maxTook)
 		}
-		if s.Stats["ok.first"] != stats.Int(1) || s.Stats["ok.last"] != stats.Int(2) {
+		if s.Stats.Map()["ok.first"] != stats.Int(1) || s.Stats.Map()["ok.last"] != stats.Int(2) {
 			t.Errorf("round %d: healthy producers missing: %v", round, s.Stats)
 		}
-		if _, ok := s.Stats["slow.value"]; ok != wantSlow {
+		if _, ok := s.Stats.Map()["slow.value"]; ok != wantSlow {
 			t.Errorf("round %d: slow.value present=%v, want %v", round, ok, wantSlow)
 		}
-		if got := s.Counters[ProducerErrorsCounter]; got != stats.Int(wantErrors) {
+		if got := s.Counters.Map()[ProducerErrorsCounter]; got != stats.Int(wantErrors) {
 			t.Errorf("round %d: %s = %v, want %d", round, ProducerErrorsCounter, got, wantErrors)
 		}
 	}
@@ -186,14 +186,14 @@ func TestBlockedProducerRecovers(t *testing.T) {
 		}
 		return stats.Map{"slow.value": stats.Int(7)}
 	})))
-	if s := p.Snapshot(context.Background()); s.Counters[ProducerErrorsCounter] != stats.Int(1) {
+	if s := p.Snapshot(context.Background()); s.Counters.Map()[ProducerErrorsCounter] != stats.Int(1) {
 		t.Fatalf("first snapshot: %v", s)
 	}
 	close(release)
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		s := p.Snapshot(context.Background())
-		if s.Stats["slow.value"] == stats.Int(7) {
+		if s.Stats.Map()["slow.value"] == stats.Int(7) {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -215,7 +215,7 @@ func TestSnapshotHonoursContext(t *testing.T) {
 	if took := time.Since(start); took > 2*time.Second {
 		t.Fatalf("snapshot took %v past a 50ms context", took)
 	}
-	if s.Counters[ProducerErrorsCounter] != stats.Int(1) {
+	if s.Counters.Map()[ProducerErrorsCounter] != stats.Int(1) {
 		t.Fatalf("abandoned producer not counted: %v", s.Counters)
 	}
 }
@@ -242,7 +242,7 @@ func TestConcurrentSnapshotsShareCall(t *testing.T) {
 	close(release)
 	for range 2 {
 		s := <-results
-		if s.Stats["v"] != stats.Int(1) || s.Counters[ProducerErrorsCounter] != stats.Int(0) {
+		if s.Stats.Map()["v"] != stats.Int(1) || s.Counters.Map()[ProducerErrorsCounter] != stats.Int(0) {
 			t.Fatalf("snapshot %v", s)
 		}
 	}
@@ -342,4 +342,29 @@ func BenchmarkAtomicAddParallelOwn(b *testing.B) {
 			atomic.AddInt64(n, 1)
 		}
 	})
+}
+
+// A node sends its names in the same order, in the same stats.Names, poll
+// after poll, so that the gatherer reads them once; a new name changes them.
+func TestSnapshotsShareNames(t *testing.T) {
+	p := NewProvider(nil)
+	must(t, p.Register(ProducerFunc(func() stats.Map { return stats.Map{"x.b": stats.Int(1), "x.a": stats.Int(2)} })))
+	p.Count("c.one", 1)
+	first := p.Snapshot(context.Background())
+	p.Count("c.one", 1)
+	second := p.Snapshot(context.Background())
+	if first.Counters.Names() != second.Counters.Names() || first.Stats.Names() != second.Stats.Names() {
+		t.Fatal("the same names in new Names")
+	}
+	if v, _ := second.Counters.Get("c.one"); v != stats.Int(2) {
+		t.Fatalf("c.one = %v, want 2", v)
+	}
+	p.Count("c.two", 1)
+	third := p.Snapshot(context.Background())
+	if third.Counters.Names() == second.Counters.Names() {
+		t.Fatal("a new counter kept the old Names")
+	}
+	if v, ok := third.Counters.Get("c.two"); !ok || v != stats.Int(1) {
+		t.Fatalf("c.two = %v, %v; want 1", v, ok)
+	}
 }

@@ -65,14 +65,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func (h *handler) snap(r *http.Request) stats.Snapshot {
 	ctx, cancel := context.WithTimeout(r.Context(), h.timeout)
 	defer cancel()
-	s := h.snapshot(ctx)
-	if s.Counters == nil {
-		s.Counters = stats.Map{}
-	}
-	if s.Stats == nil {
-		s.Stats = stats.Map{}
-	}
-	return s
+	return h.snapshot(ctx)
 }
 
 func (h *handler) serveStatistics(w http.ResponseWriter, r *http.Request) {

@@ -16,17 +16,17 @@ import (
 )
 
 var snap = stats.Snapshot{
-	Counters: stats.Map{
+	Counters: stats.SetOf(stats.Map{
 		"storage_server.allocate": stats.Int(12),
 		"node.producer_errors":    stats.Int(0),
-	},
-	Stats: stats.Map{
+	}),
+	Stats: stats.SetOf(stats.Map{
 		"load_monitor.avg_load": stats.Float(0.5),
 		"node.uptime":           stats.Int(42),
 		"cpu_monitor.total":     stats.Float(1.25),
 		"storage_server.latencies.get.99_9_percentile": stats.Null(),
 		"storage_server.latencies.get.50_0_percentile": stats.Float(0.002),
-	},
+	}),
 }
 
 func server(t *testing.T, opts *Options) (*httptest.Server, *atomic.Int64) {

@@ -13,16 +13,17 @@ import (
 func benchNodes(n int) []Node {
 	nodes := make([]Node, n)
 	for i := range nodes {
-		snap := stats.Snapshot{Counters: stats.Map{}, Stats: stats.Map{}}
+		counters, sts := stats.Map{}, stats.Map{}
 		for c := range 10 {
-			snap.Counters[fmt.Sprintf("storage_server.counter_%d", c)] = stats.Int(int64(i * c))
+			counters[fmt.Sprintf("storage_server.counter_%d", c)] = stats.Int(int64(i * c))
 		}
 		for g := range 23 {
-			snap.Stats[fmt.Sprintf("storage_server.gauge_%d", g)] = stats.Float(float64(i) / float64(g+1))
+			sts[fmt.Sprintf("storage_server.gauge_%d", g)] = stats.Float(float64(i) / float64(g+1))
 		}
 		for _, p := range []string{"01_0", "10_0", "50_0", "90_0", "95_0", "99_0", "99_9"} {
-			snap.Stats["storage_server.latencies.get."+p+"_percentile"] = stats.Float(0.001 * float64(i%7))
+			sts["storage_server.latencies.get."+p+"_percentile"] = stats.Float(0.001 * float64(i%7))
 		}
+		snap := stats.Snapshot{Counters: stats.SetOf(counters), Stats: stats.SetOf(sts)}
 		nodes[i] = Node{
 			Labels: NewLabelSet(Label{"tubid", fmt.Sprintf("%032d", i)}, Label{"nickname", fmt.Sprintf("storage-%d", i)}),
 			Stats:  snap,

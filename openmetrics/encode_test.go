@@ -10,12 +10,12 @@ import (
 )
 
 var small = stats.Snapshot{
-	Counters: stats.Map{"storage_server.allocate": stats.Int(12)},
-	Stats: stats.Map{
+	Counters: stats.SetOf(stats.Map{"storage_server.allocate": stats.Int(12)}),
+	Stats: stats.SetOf(stats.Map{
 		"load_monitor.avg_load":                        stats.Float(0.5),
 		"storage_server.latencies.get.99_9_percentile": stats.Null(),
 		"storage_server.latencies.get.50_0_percentile": stats.Float(0.001),
-	},
+	}),
 }
 
 func TestGoldenOpenMetrics(t *testing.T) {
@@ -56,7 +56,7 @@ storage_server_latencies_get{quantile="0.999"} NaN
 }
 
 func TestHelpEscapingPerFormat(t *testing.T) {
-	snap := stats.Snapshot{Stats: stats.Map{"a\"b\\c\nd": stats.Int(1)}}
+	snap := stats.Snapshot{Stats: stats.SetOf(stats.Map{"a\"b\\c\nd": stats.Int(1)})}
 	om := string(render(t, OpenMetrics, []Node{{Stats: snap}}))
 	if !strings.Contains(om, `# HELP a_b_c_d Node stat a\"b\\c\nd.`+"\n") {
 		t.Errorf("OpenMetrics help not escaped:\n%s", om)
@@ -137,17 +137,17 @@ func TestWriteNodesDropsClashesDuplicatesAndBadCounters(t *testing.T) {
 	e.Family("capstats_up", Gauge, "Up.")
 	e.Sample(NewLabelSet(), stats.Int(1))
 	d := WriteNodes(e, []Node{{Stats: stats.Snapshot{
-		Counters: stats.Map{
+		Counters: stats.SetOf(stats.Map{
 			"shared":   stats.Int(1),  // gauge "shared" sorts first and wins
 			"nulled":   stats.Null(),  // invalid
 			"negative": stats.Int(-1), // invalid
-		},
-		Stats: stats.Map{
+		}),
+		Stats: stats.SetOf(stats.Map{
 			"capstats.up": stats.Int(5), // clashes with the caller's family
 			"shared":      stats.Int(2),
 			"a.b":         stats.Int(3), // kept: "a.b" < "a_b"
 			"a_b":         stats.Int(4),
-		},
+		}),
 	}}})
 	if err := e.Close(); err != nil {
 		t.Fatal(err)

@@ -11,7 +11,7 @@ import (
 // and Tahoe-LAFS's latency percentiles (with their mean and sample size),
 // plus names that need sanitising and escaping.
 var fixture = stats.Snapshot{
-	Counters: stats.Map{
+	Counters: stats.SetOf(stats.Map{
 		"storage_server.allocate":    stats.Int(12),
 		"storage_server.bytes_added": stats.Int(1 << 40),
 		"storage_server.get":         stats.Int(7),
@@ -19,8 +19,8 @@ var fixture = stats.Snapshot{
 		"node.producer_errors":       stats.Int(0),
 		"downloader.bytes_total":     stats.Int(99),
 		"never.set":                  stats.Null(),
-	},
-	Stats: stats.Map{
+	}),
+	Stats: stats.SetOf(stats.Map{
 		"load_monitor.avg_load":                           stats.Float(0.0125),
 		"load_monitor.max_load":                           stats.Float(0.5),
 		"cpu_monitor.1min_avg":                            stats.Float(0.03),
@@ -42,7 +42,7 @@ var fixture = stats.Snapshot{
 		"storage_server.latencies.writev.99_9_percentile": stats.Null(),
 		"weird name/with:chars\"and\\slashes":             stats.Int(3),
 		"1st.thing":                                       stats.Int(1),
-	},
+	}),
 }
 
 func render(t testing.TB, f Format, nodes []Node) []byte {
@@ -60,8 +60,8 @@ func fixtureNodes() []Node {
 	return []Node{
 		{Labels: NewLabelSet(Label{"tubid", "aaaa"}, Label{"nickname", `storage "one"`}), Stats: fixture},
 		{Labels: NewLabelSet(Label{"tubid", "bbbb"}, Label{"nickname", "two\nlines\\"}), Stats: stats.Snapshot{
-			Counters: stats.Map{"storage_server.allocate": stats.Int(1)},
-			Stats:    stats.Map{"load_monitor.avg_load": stats.Null()},
+			Counters: stats.SetOf(stats.Map{"storage_server.allocate": stats.Int(1)}),
+			Stats:    stats.SetOf(stats.Map{"load_monitor.avg_load": stats.Null()}),
 		}},
 	}
 }

@@ -75,9 +75,9 @@ func WriteNodes(e *Encoder, nodes []Node) Dropped {
 	}
 	for pass := range 2 {
 		for i := range nodes {
-			for ns, m := range [2]stats.Map{Stats: nodes[i].Stats.Stats, Counters: nodes[i].Stats.Counters} {
+			for ns, m := range [2]stats.Set{Stats: nodes[i].Stats.Stats, Counters: nodes[i].Stats.Counters} {
 				ns := Namespace(ns)
-				for name, v := range m {
+				for name, v := range m.All() {
 					if !valid(ns, v) {
 						if pass == 0 {
 							d.Invalid++

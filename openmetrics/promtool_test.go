@@ -35,13 +35,13 @@ func promFixture(quotes bool) []openmetrics.Node {
 		st["weird name/with:chars\"and\\slashes"] = stats.Int(3)
 	}
 	snap := stats.Snapshot{
-		Counters: stats.Map{
+		Counters: stats.SetOf(stats.Map{
 			"storage_server.allocate":    stats.Int(12),
 			"storage_server.bytes_added": stats.Int(1 << 40),
 			"downloader.bytes_total":     stats.Int(99),
 			"never.set":                  stats.Null(),
-		},
-		Stats: st,
+		}),
+		Stats: stats.SetOf(st),
 	}
 	return []openmetrics.Node{
 		{Labels: openmetrics.NewLabelSet(openmetrics.Label{Name: "tubid", Value: "aaaa"}, openmetrics.Label{Name: "nickname", Value: `storage "one"` + "\n\\"}), Stats: snap},

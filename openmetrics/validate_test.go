@@ -57,8 +57,8 @@ func FuzzWriteNodes(f *testing.F) {
 	f.Add("a.b", "a_b", "a", "", -1.0, int64(-2))
 	f.Fuzz(func(t *testing.T, n1, n2, n3, nick string, fv float64, iv int64) {
 		snap := stats.Snapshot{
-			Counters: stats.Map{n1: stats.Int(iv), n2: stats.Float(fv), n3: stats.Null()},
-			Stats:    stats.Map{n1: stats.Float(fv), n2: stats.Int(iv), n3: stats.Null()},
+			Counters: stats.SetOf(stats.Map{n1: stats.Int(iv), n2: stats.Float(fv), n3: stats.Null()}),
+			Stats:    stats.SetOf(stats.Map{n1: stats.Float(fv), n2: stats.Int(iv), n3: stats.Null()}),
 		}
 		nodes := []Node{
 			{Labels: NewLabelSet(Label{"tubid", "t1"}, Label{"nickname", nick}), Stats: snap},

@@ -154,6 +154,6 @@ type Map map[string]Value
 // Snapshot is what a node reports on each poll, exactly as the gatherer
 // stores it: {"counters": {...}, "stats": {...}}.
 type Snapshot struct {
-	Counters Map `json:"counters"`
-	Stats    Map `json:"stats"`
+	Counters Set `json:"counters"`
+	Stats    Set `json:"stats"`
 }

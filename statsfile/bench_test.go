@@ -45,7 +45,7 @@ func benchFile(n, m int) *File {
 		f.Nodes[i] = Node{
 			TubID:     fmt.Sprintf("%032d", i),
 			Timestamp: 1700000000.123456 + float64(i), Nickname: fmt.Sprintf("storage-%d", i),
-			Stats: stats.Snapshot{Counters: c, Stats: s}, Up: true,
+			Stats: stats.Snapshot{Counters: stats.SetOf(c), Stats: stats.SetOf(s)}, Up: true,
 			LastPoll: 1700000000.2 + float64(i), PollSeconds: 0.000113,
 		}
 	}

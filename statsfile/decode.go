@@ -8,6 +8,7 @@ import (
 	"io"
 	"math"
 	"os"
+	"slices"
 	"strconv"
 	"unicode/utf16"
 	"unicode/utf8"
@@ -40,7 +41,6 @@ const maxDepth = 1000
 // node keys it does not know. Nodes keep their file order. As in the
 // original (Python's json.load into a dict), a tub ID that appears twice
 // keeps the position of its first appearance and the value of its last.
-// Every node's Counters and Stats maps are non-nil.
 //
 // Values inside "counters" and "stats" must be numbers or null. Integers that
 // fit in an int64 stay ints, other numbers are floats. Python's json.dump
@@ -119,6 +119,9 @@ func decodeBytes(data []byte, keep Keep) (*File, error) {
 type name struct {
 	s    string
 	keep [2]bool // counters, stats
+	// The last counters and stats objects (decoder.object) the name was
+	// kept in, and at which position.
+	object, at [2]int
 }
 
 type decoder struct {
@@ -132,9 +135,13 @@ type decoder struct {
 	// nodes mostly list the same names in the same order, and comparing
 	// with the one expected is cheaper than hashing.
 	prev [2][]*name
-	// Size hints for the next node's maps: the previous node's sizes, since
-	// nodes of one grid mostly report the same stats.
-	hintCounters, hintStats int
+	// The names the previous node's counters and stats kept, which the
+	// next node's share if it keeps the same; list is scratch for them.
+	kept [2]*stats.Names
+	list []string
+	// object numbers the objects of names read, to find a name repeated
+	// within one.
+	object int
 
 	// Where the decoder is, for error messages only (built when needed).
 	inNode bool
@@ -346,12 +353,6 @@ func (d *decoder) node(tubid string) (Node, error) {
 			return n, err
 		}
 	}
-	if n.Stats.Counters == nil {
-		n.Stats.Counters = stats.Map{}
-	}
-	if n.Stats.Stats == nil {
-		n.Stats.Stats = stats.Map{}
-	}
 	return n, nil
 }
 
@@ -371,10 +372,10 @@ func (d *decoder) snapshot() (stats.Snapshot, error) {
 		switch string(k) {
 		case "counters":
 			d.part = `"stats"."counters"`
-			s.Counters, err = d.valueMap(0, &d.hintCounters)
+			s.Counters, err = d.valueSet(0)
 		case "stats":
 			d.part = `"stats"."stats"`
-			s.Stats, err = d.valueMap(1, &d.hintStats)
+			s.Stats, err = d.valueSet(1)
 		default:
 			err = d.skipValue(0)
 		}
@@ -389,14 +390,17 @@ func (d *decoder) snapshot() (stats.Snapshot, error) {
 	return s, nil
 }
 
-// valueMap reads "counters" (ns 0) or "stats" (ns 1).
-func (d *decoder) valueMap(ns int, hint *int) (stats.Map, error) {
+// valueSet reads "counters" (ns 0) or "stats" (ns 1). A name that appears
+// twice keeps its first position and its last value, as in a dict.
+func (d *decoder) valueSet(ns int) (stats.Set, error) {
 	nonEmpty, err := d.open()
 	if err != nil {
-		return nil, err
+		return stats.Set{}, err
 	}
-	m := make(stats.Map, *hint)
-	prev := d.prev[ns]
+	d.object++
+	prev, kept := d.prev[ns], d.kept[ns]
+	list := d.list[:0]
+	var values []stats.Value
 	for i := 0; nonEmpty; i++ {
 		var expect *name
 		if i < len(prev) {
@@ -404,14 +408,23 @@ func (d *decoder) valueMap(ns int, hint *int) (stats.Map, error) {
 		}
 		name, err := d.internedKey(expect)
 		if err != nil {
-			return nil, err
+			return stats.Set{}, err
 		}
 		v, err := d.value(name.s, name.keep[ns])
 		if err != nil {
-			return nil, err
+			return stats.Set{}, err
 		}
 		if name.keep[ns] {
-			m[name.s] = v
+			if name.object[ns] == d.object {
+				values[name.at[ns]] = v
+			} else {
+				name.object[ns], name.at[ns] = d.object, len(values)
+				if values == nil {
+					values = make([]stats.Value, 0, max(kept.Len(), 4))
+				}
+				list = append(list, name.s)
+				values = append(values, v)
+			}
 		}
 		if i < len(prev) {
 			prev[i] = name
@@ -419,12 +432,20 @@ func (d *decoder) valueMap(ns int, hint *int) (stats.Map, error) {
 			prev = append(prev, name)
 		}
 		if nonEmpty, err = d.next('}', ""); err != nil {
-			return nil, err
+			return stats.Set{}, err
 		}
 	}
-	d.prev[ns] = prev
-	*hint = len(m)
-	return m, nil
+	d.prev[ns], d.list = prev, list
+	if len(values) == 0 {
+		return stats.Set{}, nil
+	}
+	// Nodes of one grid mostly keep the same names: they share one Names.
+	if kept.Len() != len(list) || !slices.Equal(kept.List(), list) {
+		// Distinct by construction: a repeated name overwrote its value.
+		kept, _ = stats.NewNames(slices.Clone(list))
+		d.kept[ns] = kept
+	}
+	return stats.NewSet(kept, values), nil
 }
 
 // internedKey reads a stat name; expect is the likely one, or nil.

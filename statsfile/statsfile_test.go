@@ -5,8 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"hash/maphash"
 	"io/fs"
+	"maps"
 	"math"
 	"os"
 	"path/filepath"
@@ -36,39 +36,39 @@ func TestDecodeOriginalFormat(t *testing.T) {
 			Timestamp: 1201746667.853089,
 			Nickname:  "storage-1 été",
 			Stats: stats.Snapshot{
-				Counters: stats.Map{
+				Counters: stats.SetOf(stats.Map{
 					"storage_server.allocate":    stats.Int(12),
 					"storage_server.bytes_added": stats.Int(1048576),
-				},
-				Stats: stats.Map{
+				}),
+				Stats: stats.SetOf(stats.Map{
 					"storage_server.allocated": stats.Int(0),
 					"load_monitor.avg_load":    stats.Float(0.0015),
 					"cpu_monitor.1min_avg":     stats.Null(),
 					"node.uptime":              stats.Float(86400.25),
 					"big":                      stats.Float(12345678901234567890),
-				},
+				}),
 			},
 		},
 		{
 			TubID:     "a2bz5jz3mwrqh4jzcu2kk7vdqe5ojlg6",
 			Timestamp: 1201746660.1,
 			Stats: stats.Snapshot{
-				Counters: stats.Map{},
-				Stats: stats.Map{
+				Counters: stats.SetOf(stats.Map{}),
+				Stats: stats.SetOf(stats.Map{
 					"load_monitor.max_load": stats.Float(1e-05),
 					"x":                     stats.Float(1e22),
-				},
+				}),
 			},
 		},
 	}}
-	if !reflect.DeepEqual(f, want) {
+	if !sameFile(f, want) {
 		t.Fatalf("decoded\n%#v\nwant\n%#v", f, want)
 	}
 	// The kinds matter, not just the numbers: ints stay ints.
-	if k := f.Nodes[0].Stats.Stats["storage_server.allocated"].Kind(); k != stats.KindInt {
+	if k := f.Nodes[0].Stats.Stats.Map()["storage_server.allocated"].Kind(); k != stats.KindInt {
 		t.Errorf("0 decoded as kind %v, want int", k)
 	}
-	if k := f.Nodes[0].Stats.Stats["node.uptime"].Kind(); k != stats.KindFloat {
+	if k := f.Nodes[0].Stats.Stats.Map()["node.uptime"].Kind(); k != stats.KindFloat {
 		t.Errorf("86400.25 decoded as kind %v, want float", k)
 	}
 }
@@ -86,10 +86,10 @@ func TestDecodeIndentedAndExtraKeys(t *testing.T) {
 	}
 	want := &File{Nodes: []Node{
 		{TubID: "b", Timestamp: 16, Up: true, LastError: "timeout", LastPoll: 17, PollSeconds: 0.25,
-			Stats: stats.Snapshot{Counters: stats.Map{"c": stats.Int(-7)}, Stats: stats.Map{"s": stats.Float(-1500)}}},
-		{TubID: "a", Stats: stats.Snapshot{Counters: stats.Map{}, Stats: stats.Map{}}},
+			Stats: stats.Snapshot{Counters: stats.SetOf(stats.Map{"c": stats.Int(-7)}), Stats: stats.SetOf(stats.Map{"s": stats.Float(-1500)})}},
+		{TubID: "a", Stats: stats.Snapshot{Counters: stats.SetOf(stats.Map{}), Stats: stats.SetOf(stats.Map{})}},
 	}}
-	if !reflect.DeepEqual(f, want) {
+	if !sameFile(f, want) {
 		t.Fatalf("decoded\n%#v\nwant\n%#v", f, want)
 	}
 }
@@ -107,14 +107,14 @@ func TestDecodePythonExtensionsAndBools(t *testing.T) {
 		"tiny": stats.Float(0), "max": stats.Int(math.MaxInt64), "over": stats.Float(9223372036854775808),
 		"min": stats.Int(math.MinInt64),
 	} {
-		if got := n.Stats.Stats[k]; got != want {
+		if got := n.Stats.Stats.Map()[k]; got != want {
 			t.Errorf("%s = %v (%v), want %v (%v)", k, got, got.Kind(), want, want.Kind())
 		}
 	}
-	if v := n.Stats.Stats["negzero"]; v.Kind() != stats.KindFloat || !math.Signbit(v.Float()) {
+	if v := n.Stats.Stats.Map()["negzero"]; v.Kind() != stats.KindFloat || !math.Signbit(v.Float()) {
 		t.Errorf("-0.0 = %v, want float -0", v)
 	}
-	if n.Stats.Counters["yes"] != stats.Int(1) || n.Stats.Counters["no"] != stats.Int(0) {
+	if n.Stats.Counters.Map()["yes"] != stats.Int(1) || n.Stats.Counters.Map()["no"] != stats.Int(0) {
 		t.Errorf("bools = %v, want 1 and 0", n.Stats.Counters)
 	}
 }
@@ -227,21 +227,21 @@ func sample() *File {
 		{
 			TubID: "xfmyh4ysqx3r5pguvuziyzfgkdsqvmdb", Timestamp: 1700000000.123456, Nickname: "storage 1",
 			Stats: stats.Snapshot{
-				Counters: stats.Map{"storage_server.allocate": stats.Int(3), "storage_server.bytes_added": stats.Int(1 << 40)},
-				Stats: stats.Map{
+				Counters: stats.SetOf(stats.Map{"storage_server.allocate": stats.Int(3), "storage_server.bytes_added": stats.Int(1 << 40)}),
+				Stats: stats.SetOf(stats.Map{
 					"storage_server.allocated": stats.Int(0), "load_monitor.avg_load": stats.Float(0.0015),
 					"cpu_monitor.1min_avg": stats.Null(), "whole": stats.Float(2), "neg": stats.Int(-5),
 					"tiny": stats.Float(5e-324), "big": stats.Float(1.5e300), "negzero": stats.Float(math.Copysign(0, -1)),
-				},
+				}),
 			},
 			Up: true, LastPoll: 1700000000.2, PollSeconds: 0.000113,
 		},
 		{
 			TubID: "zz", Timestamp: 1e-9, Nickname: "quote\" back\\ nl\n tab\t ctl\x01\x7f é 😀 \u2028 bad\xff",
-			Stats:     stats.Snapshot{Counters: stats.Map{}, Stats: stats.Map{"weird \"key\"\n": stats.Int(1)}},
+			Stats:     stats.Snapshot{Counters: stats.SetOf(stats.Map{}), Stats: stats.SetOf(stats.Map{"weird \"key\"\n": stats.Int(1)})},
 			LastError: "get_stats: context deadline exceeded", LastPoll: 1700000060, PollSeconds: 10,
 		},
-		{TubID: "", Timestamp: 0, Stats: stats.Snapshot{Counters: stats.Map{}, Stats: stats.Map{}}},
+		{TubID: "", Timestamp: 0, Stats: stats.Snapshot{Counters: stats.SetOf(stats.Map{}), Stats: stats.SetOf(stats.Map{})}},
 	}}
 }
 
@@ -258,7 +258,7 @@ func TestRoundTrip(t *testing.T) {
 	// Invalid UTF-8 is written as U+FFFD, everything else comes back.
 	want := sample()
 	want.Nodes[1].Nickname = strings.ReplaceAll(want.Nodes[1].Nickname, "\xff", "\ufffd")
-	if !reflect.DeepEqual(got, want) {
+	if !sameFile(got, want) {
 		t.Fatalf("round trip:\n got %#v\nwant %#v\nJSON:\n%s", got, want, enc)
 	}
 	if again := got.AppendJSON(nil); !bytes.Equal(again, enc) {
@@ -281,8 +281,8 @@ func TestAppendJSONFormat(t *testing.T) {
 	f := &File{Nodes: []Node{{
 		TubID: "t", Timestamp: 1700000000, Nickname: "n",
 		Stats: stats.Snapshot{
-			Counters: stats.Map{"b": stats.Int(2), "a": stats.Int(1)},
-			Stats:    stats.Map{"z": stats.Null(), "y": stats.Float(1), "x": stats.Float(0.5)},
+			Counters: stats.SetOf(stats.Map{"b": stats.Int(2), "a": stats.Int(1)}),
+			Stats:    stats.SetOf(stats.Map{"z": stats.Null(), "y": stats.Float(1), "x": stats.Float(0.5)}),
 		},
 		PollSeconds: 1e-7,
 	}}}
@@ -363,7 +363,7 @@ func TestWriteFile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(got.Nodes) != 3 || got.Nodes[0].Stats.Counters["storage_server.bytes_added"] != stats.Int(1<<40) {
+	if len(got.Nodes) != 3 || got.Nodes[0].Stats.Counters.Map()["storage_server.bytes_added"] != stats.Int(1<<40) {
 		t.Errorf("read back %#v", got)
 	}
 	// Replacing it.
@@ -527,8 +527,8 @@ func ExampleFile_AppendJSON() {
 	f := &File{Nodes: []Node{{
 		TubID: "xfmyh4ysqx3r5pguvuziyzfgkdsqvmdb", Timestamp: 1700000000.5, Nickname: "storage-1",
 		Stats: stats.Snapshot{
-			Counters: stats.Map{"storage_server.allocate": stats.Int(12)},
-			Stats:    stats.Map{"storage_server.allocated": stats.Int(0), "cpu_monitor.1min_avg": stats.Null()},
+			Counters: stats.SetOf(stats.Map{"storage_server.allocate": stats.Int(12)}),
+			Stats:    stats.SetOf(stats.Map{"storage_server.allocated": stats.Int(0), "cpu_monitor.1min_avg": stats.Null()}),
 		},
 		Up: true, LastPoll: 1700000000.5, PollSeconds: 0.0011,
 	}}}
@@ -552,11 +552,11 @@ func TestDecodeFiltered(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := &File{Nodes: []Node{
-		{TubID: "a", Stats: stats.Snapshot{Counters: stats.Map{"c": stats.Int(1)}, Stats: stats.Map{"storage_server.allocated": stats.Int(5)}}},
-		{TubID: "b", Stats: stats.Snapshot{Counters: stats.Map{"c": stats.Int(4)}, Stats: stats.Map{"storage_server.allocated": stats.Null()}}},
-		{TubID: "e", Stats: stats.Snapshot{Counters: stats.Map{}, Stats: stats.Map{}}},
+		{TubID: "a", Stats: stats.Snapshot{Counters: stats.SetOf(stats.Map{"c": stats.Int(1)}), Stats: stats.SetOf(stats.Map{"storage_server.allocated": stats.Int(5)})}},
+		{TubID: "b", Stats: stats.Snapshot{Counters: stats.SetOf(stats.Map{"c": stats.Int(4)}), Stats: stats.SetOf(stats.Map{"storage_server.allocated": stats.Null()})}},
+		{TubID: "e", Stats: stats.Snapshot{Counters: stats.SetOf(stats.Map{}), Stats: stats.SetOf(stats.Map{})}},
 	}}
-	if !reflect.DeepEqual(f, want) {
+	if !sameFile(f, want) {
 		t.Errorf("got %#v\nwant %#v", f, want)
 	}
 	// Asked once per distinct name, for both categories.
@@ -571,7 +571,7 @@ func TestDecodeFiltered(t *testing.T) {
 	if err := os.WriteFile(path, []byte(in), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if g, err := LoadFiltered(path, keep); err != nil || !reflect.DeepEqual(g, want) {
+	if g, err := LoadFiltered(path, keep); err != nil || !sameFile(g, want) {
 		t.Errorf("LoadFiltered: %#v, %v", g, err)
 	}
 }
@@ -590,16 +590,12 @@ func TestSpecial8(t *testing.T) {
 	}
 }
 
-// Maps are written sorted whether their key set was seen before, is new,
-// or (by a fingerprint collision, forced here) matches a remembered order
-// of other keys; past maxKeyOrders sets, still sorted.
-func TestAppendJSONSortsEveryKeySet(t *testing.T) {
+// Sets are written with their names sorted, whatever order they hold them
+// in (a node's order, as decoded from the wire), and whether their Names are
+// shared with another Set or not.
+func TestAppendJSONSortsEverySet(t *testing.T) {
 	sortedJSON := func(m stats.Map) string {
-		keys := make([]string, 0, len(m))
-		for k := range m {
-			keys = append(keys, k)
-		}
-		slices.Sort(keys)
+		keys := slices.Sorted(maps.Keys(m))
 		var b []byte
 		b = append(b, '{')
 		for i, k := range keys {
@@ -612,38 +608,65 @@ func TestAppendJSONSortsEveryKeySet(t *testing.T) {
 		}
 		return string(append(b, '}'))
 	}
-	set := func(names ...string) stats.Map {
-		m := stats.Map{}
-		for i, n := range names {
-			m[n] = stats.Int(int64(i))
-		}
-		return m
+	cba, err := stats.NewNames([]string{"c", "b", "a"})
+	if err != nil {
+		t.Fatal(err)
 	}
-	o := newKeyOrder()
-	abc, abd := set("c", "a", "b"), set("d", "b", "a")
-	for range 3 { // new, then remembered
-		for _, m := range []stats.Map{abc, abd, set("z"), set()} {
-			if got, want := string(o.appendMap(nil, m)), sortedJSON(m); got != want {
+	sets := []stats.Set{
+		stats.NewSet(cba, []stats.Value{stats.Int(3), stats.Null(), stats.Float(0.5)}),
+		stats.NewSet(cba, []stats.Value{stats.Int(4), stats.Int(2), stats.Float(1.5)}), // shares cba's order
+		stats.SetOf(stats.Map{"z": stats.Int(1), "y.a": stats.Int(2), "y": stats.Int(3)}),
+		{},
+	}
+	for range 2 { // the order worked out, then reused
+		for _, set := range sets {
+			if got, want := string(appendSet(nil, set)), sortedJSON(set.Map()); got != want {
 				t.Fatalf("got %s, want %s", got, want)
 			}
 		}
 	}
-	// A collision: abd's fingerprint now remembers abc's order.
-	var fp uint64
-	for k := range abd {
-		fp += maphash.String(o.seed, k)
+}
+
+// sameFile reports whether a and b hold the same nodes with the same
+// values, in the same node order; a Set's order of names does not count.
+func sameFile(a, b *File) bool {
+	if len(a.Nodes) != len(b.Nodes) {
+		return false
 	}
-	o.sorted[fp] = []string{"a", "b", "c"}
-	if got, want := string(o.appendMap(nil, abd)), sortedJSON(abd); got != want {
-		t.Fatalf("after a collision got %s, want %s", got, want)
-	}
-	for i := range 2 * maxKeyOrders {
-		m := set(fmt.Sprintf("k%03d", i), "b", fmt.Sprintf("a%03d", i))
-		if got, want := string(o.appendMap(nil, m)), sortedJSON(m); got != want {
-			t.Fatalf("set %d: got %s, want %s", i, got, want)
+	for i := range a.Nodes {
+		x, y := a.Nodes[i], b.Nodes[i]
+		if !x.Stats.Counters.Equal(y.Stats.Counters) || !x.Stats.Stats.Equal(y.Stats.Stats) {
+			return false
+		}
+		x.Stats, y.Stats = stats.Snapshot{}, stats.Snapshot{}
+		if !reflect.DeepEqual(x, y) {
+			return false
 		}
 	}
-	if len(o.sorted) > maxKeyOrders {
-		t.Fatalf("%d orders remembered, bound is %d", len(o.sorted), maxKeyOrders)
+	return true
+}
+
+// Nodes that report the same names share one stats.Names; a name repeated
+// within an object keeps its first place and its last value, as a dict does.
+func TestDecodeSharesNames(t *testing.T) {
+	in := `{"a": {"stats": {"counters": {"c": 1}, "stats": {"x": 1, "y": 2}}},
+"b": {"stats": {"counters": {"c": 2}, "stats": {"x": 3, "y": 4}}},
+"c": {"stats": {"stats": {"y": 5, "x": 6, "y": 7}}}}`
+	f, err := Decode(strings.NewReader(in))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b, c := f.Nodes[0].Stats, f.Nodes[1].Stats, f.Nodes[2].Stats
+	if a.Stats.Names() != b.Stats.Names() || a.Counters.Names() != b.Counters.Names() {
+		t.Fatal("nodes with the same names do not share them")
+	}
+	if got := strings.Join(c.Stats.Names().List(), " "); got != "y x" {
+		t.Fatalf("node c's names: %s, want y x", got)
+	}
+	if !c.Stats.Equal(stats.SetOf(stats.Map{"x": stats.Int(6), "y": stats.Int(7)})) {
+		t.Fatalf("node c's stats: %v", c.Stats)
+	}
+	if c.Counters.Len() != 0 {
+		t.Fatalf("node c's counters: %v", c.Counters)
 	}
 }

@@ -11,7 +11,7 @@ import (
 // Two replies with the same names share one copy of each name, and past
 // the bound on interned names decoding still works.
 func TestNamesInterned(t *testing.T) {
-	s := stats.Snapshot{Counters: stats.Map{"storage_server.allocate": stats.Int(1)}, Stats: stats.Map{}}
+	s := stats.Snapshot{Counters: stats.SetOf(stats.Map{"storage_server.allocate": stats.Int(1)}), Stats: stats.SetOf(stats.Map{})}
 	a, err := decode(encode(t, s), DefaultLimits)
 	if err != nil {
 		t.Fatal(err)
@@ -21,10 +21,10 @@ func TestNamesInterned(t *testing.T) {
 		t.Fatal(err)
 	}
 	var na, nb string
-	for k := range a.Counters {
+	for k := range a.Counters.All() {
 		na = k
 	}
-	for k := range b.Counters {
+	for k := range b.Counters.All() {
 		nb = k
 	}
 	if na != "storage_server.allocate" || unsafe.StringData(na) != unsafe.StringData(nb) {
@@ -33,11 +33,11 @@ func TestNamesInterned(t *testing.T) {
 
 	for i := range maxInterned + 10 {
 		name := fmt.Sprintf("made.up.%d", i)
-		got, err := decode(encode(t, stats.Snapshot{Counters: stats.Map{name: stats.Int(int64(i))}}), DefaultLimits)
+		got, err := decode(encode(t, stats.Snapshot{Counters: stats.SetOf(stats.Map{name: stats.Int(int64(i))})}), DefaultLimits)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if v, ok := got.Counters[name]; !ok || v.Int() != int64(i) {
+		if v, ok := got.Counters.Map()[name]; !ok || v.Int() != int64(i) {
 			t.Fatalf("name %d: got %v", i, got.Counters)
 		}
 	}
@@ -56,7 +56,7 @@ func TestInternedNameStillLengthChecked(t *testing.T) {
 	interned.all, interned.misses, interned.stale = nil, 0, false
 	interned.read.Store(nil)
 	interned.mu.Unlock()
-	s := stats.Snapshot{Counters: stats.Map{"interned.then.too.long": stats.Int(1)}, Stats: stats.Map{}}
+	s := stats.Snapshot{Counters: stats.SetOf(stats.Map{"interned.then.too.long": stats.Int(1)}), Stats: stats.SetOf(stats.Map{})}
 	for range 3 { // enough lookups for the name to be published
 		if _, err := decode(encode(t, s), DefaultLimits); err != nil {
 			t.Fatal(err)

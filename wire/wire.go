@@ -44,12 +44,12 @@ func FromSnapshot(s stats.Snapshot, dst statsrpc.Stats) error {
 // before they are copied into the message.
 var nameBufs = sync.Pool{New: func() any { return new([]byte) }}
 
-func fill(m stats.Map, newEntries func() (statsrpc.Entries, error)) error {
+func fill(set stats.Set, newEntries func() (statsrpc.Entries, error)) error {
 	e, err := newEntries()
 	if err != nil {
 		return err
 	}
-	values, err := e.NewValues(int32(len(m)))
+	values, err := e.NewValues(int32(set.Len()))
 	if err != nil {
 		return err
 	}
@@ -57,7 +57,7 @@ func fill(m stats.Map, newEntries func() (statsrpc.Entries, error)) error {
 	defer nameBufs.Put(buf)
 	names := (*buf)[:0]
 	i := 0
-	for name, v := range m {
+	for name, v := range set.All() {
 		if strings.IndexByte(name, 0) >= 0 {
 			return fmt.Errorf("name %q has a NUL byte", name)
 		}
@@ -121,20 +121,52 @@ func ToSnapshot(src statsrpc.Stats, lim Limits) (stats.Snapshot, error) {
 // per entry (capstats before the names travelled as one blob).
 var errOldFormat = errors.New("reply is in an older wire format (a list of entries per namespace): upgrade the node")
 
-func read(e statsrpc.Entries, values statsrpc.Value_List, lim Limits) (stats.Map, error) {
-	names, err := e.Names()
+func read(e statsrpc.Entries, values statsrpc.Value_List, lim Limits) (stats.Set, error) {
+	blob, err := e.Names()
 	if err != nil {
-		return nil, fmt.Errorf("names: %w", err)
+		return stats.Set{}, fmt.Errorf("names: %w", err)
 	}
 	n := values.Len()
-	m := make(stats.Map, n)
-	for i := 0; i < n; i++ {
-		end := bytes.IndexByte(names, 0)
+	names, err := namesOf(blob, n, lim)
+	if err != nil || n == 0 {
+		return stats.Set{}, err
+	}
+	vals := make([]stats.Value, n)
+	for i := range vals {
+		switch val := values.At(i); val.Which() {
+		case statsrpc.Value_Which_int:
+			vals[i] = stats.Int(val.Int())
+		case statsrpc.Value_Which_float:
+			vals[i] = stats.Float(val.Float())
+		case statsrpc.Value_Which_null:
+		default:
+			return stats.Set{}, fmt.Errorf("entry %q: unknown value kind %d", names.At(i), val.Which())
+		}
+	}
+	return stats.NewSet(names, vals), nil
+}
+
+// namesOf returns the n names of blob, each ended by a NUL, checked against
+// lim. Nodes of one grid send the same few blobs, so the Names of each
+// blob seen is kept (up to maxNameSets of them) and a blob seen before costs
+// one lookup.
+func namesOf(blob []byte, n int, lim Limits) (*stats.Names, error) {
+	if c, ok := lookupNameSet(blob); ok && c.names.Len() == n {
+		if lim.MaxNameLen > 0 && c.longest > lim.MaxNameLen {
+			return nil, fmt.Errorf("entry %d: name of %d bytes, limit is %d", c.longestAt, c.longest, lim.MaxNameLen)
+		}
+		return c.names, nil
+	}
+	whole := blob
+	list := make([]string, n)
+	longest, longestAt := 0, 0
+	for i := range list {
+		end := bytes.IndexByte(blob, 0)
 		if end < 0 {
 			return nil, fmt.Errorf("%d names for %d values", i, n)
 		}
-		nb := names[:end]
-		names = names[end+1:]
+		nb := blob[:end]
+		blob = blob[end+1:]
 		// A name seen before has passed CheckName already; only its length
 		// is checked again, as lim may differ from the one it passed.
 		name, known := lookupInterned(nb)
@@ -146,27 +178,72 @@ func read(e statsrpc.Entries, values statsrpc.Value_List, lim Limits) (stats.Map
 		} else if lim.MaxNameLen > 0 && len(nb) > lim.MaxNameLen {
 			return nil, fmt.Errorf("entry %d: name of %d bytes, limit is %d", i, len(nb), lim.MaxNameLen)
 		}
-		var v stats.Value
-		switch val := values.At(i); val.Which() {
-		case statsrpc.Value_Which_int:
-			v = stats.Int(val.Int())
-		case statsrpc.Value_Which_float:
-			v = stats.Float(val.Float())
-		case statsrpc.Value_Which_null:
-			v = stats.Null()
-		default:
-			return nil, fmt.Errorf("entry %q: unknown value kind %d", name, val.Which())
+		if len(nb) > longest {
+			longest, longestAt = len(nb), i
 		}
-		before := len(m)
-		m[name] = v
-		if len(m) == before {
-			return nil, fmt.Errorf("entry %d: duplicate name %q", i, name)
-		}
+		list[i] = name
 	}
-	if len(names) > 0 {
+	if len(blob) > 0 {
 		return nil, fmt.Errorf("more names than the %d values", n)
 	}
-	return m, nil
+	names, err := stats.NewNames(list)
+	if err != nil {
+		return nil, err
+	}
+	if n > 0 {
+		addNameSet(whole, nameSet{names: names, longest: longest, longestAt: longestAt})
+	}
+	return names, nil
+}
+
+// nameSet is a blob of names already read, and the length of its longest
+// name, which a gatherer with a lower limit refuses.
+type nameSet struct {
+	names              *stats.Names
+	longest, longestAt int
+}
+
+// nameSets maps blobs of names to what they read as, published like
+// interned (below): lookups read an immutable map without locking.
+var nameSets struct {
+	read atomic.Pointer[map[string]nameSet]
+	mu   sync.Mutex
+}
+
+// maxNameSets bounds the blobs kept. Adding one past it starts the map
+// afresh: the blobs a grid sends come back at the next poll, while a node
+// making up names cannot make the others pay for reading theirs for ever.
+const maxNameSets = 256
+
+func lookupNameSet(blob []byte) (nameSet, bool) {
+	if m := nameSets.read.Load(); m != nil {
+		c, ok := (*m)[string(blob)]
+		return c, ok
+	}
+	return nameSet{}, false
+}
+
+// addNameSet publishes a copy of the map with blob added. Copying costs
+// O(maxNameSets) per new blob, which a grid sends once per set of names.
+func addNameSet(blob []byte, c nameSet) {
+	nameSets.mu.Lock()
+	defer nameSets.mu.Unlock()
+	var old map[string]nameSet
+	if p := nameSets.read.Load(); p != nil {
+		old = *p
+	}
+	if _, ok := old[string(blob)]; ok {
+		return
+	}
+	if len(old) >= maxNameSets {
+		old = nil
+	}
+	m := make(map[string]nameSet, len(old)+1)
+	for k, v := range old {
+		m[k] = v
+	}
+	m[string(blob)] = c
+	nameSets.read.Store(&m)
 }
 
 // interned holds one copy of each name seen, up to maxInterned of them.

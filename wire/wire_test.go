@@ -1,6 +1,7 @@
 package wire
 
 import (
+	"fmt"
 	"math"
 	"strings"
 	"testing"
@@ -44,15 +45,15 @@ func decode(b []byte, lim Limits) (stats.Snapshot, error) {
 
 func TestRoundTripKeepsKinds(t *testing.T) {
 	in := stats.Snapshot{
-		Counters: stats.Map{"a.count": stats.Int(math.MaxInt64), "b.count": stats.Int(-3)},
-		Stats: stats.Map{"f": stats.Float(0.1), "n": stats.Null(), "i": stats.Int(7),
-			"whole.float": stats.Float(2), "ünïcode.name": stats.Float(1e-300)},
+		Counters: stats.SetOf(stats.Map{"a.count": stats.Int(math.MaxInt64), "b.count": stats.Int(-3)}),
+		Stats: stats.SetOf(stats.Map{"f": stats.Float(0.1), "n": stats.Null(), "i": stats.Int(7),
+			"whole.float": stats.Float(2), "ünïcode.name": stats.Float(1e-300)}),
 	}
 	out, err := decode(encode(t, in), DefaultLimits)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, ns := range []struct{ a, b stats.Map }{{in.Counters, out.Counters}, {in.Stats, out.Stats}} {
+	for _, ns := range []struct{ a, b stats.Map }{{in.Counters.Map(), out.Counters.Map()}, {in.Stats.Map(), out.Stats.Map()}} {
 		if len(ns.a) != len(ns.b) {
 			t.Fatalf("len %d != %d", len(ns.a), len(ns.b))
 		}
@@ -74,12 +75,12 @@ func TestLimits(t *testing.T) {
 		s    stats.Snapshot
 		want string
 	}{
-		{"too many", stats.Snapshot{Stats: big}, "11 entries, limit is 10"},
-		{"long name", stats.Snapshot{Stats: stats.Map{strings.Repeat("n", 33): stats.Int(1)}}, "limit is 32"},
-		{"empty name", stats.Snapshot{Counters: stats.Map{"": stats.Int(1)}}, "empty name"},
-		{"bad utf8", stats.Snapshot{Stats: stats.Map{"a\xff": stats.Int(1)}}, "UTF-8"},
-		{"control", stats.Snapshot{Stats: stats.Map{"a\nb": stats.Int(1)}}, "control"},
-		{"C1 control", stats.Snapshot{Stats: stats.Map{"a\u0085b": stats.Int(1)}}, "control"},
+		{"too many", stats.Snapshot{Stats: stats.SetOf(big)}, "11 entries, limit is 10"},
+		{"long name", stats.Snapshot{Stats: stats.SetOf(stats.Map{strings.Repeat("n", 33): stats.Int(1)})}, "limit is 32"},
+		{"empty name", stats.Snapshot{Counters: stats.SetOf(stats.Map{"": stats.Int(1)})}, "empty name"},
+		{"bad utf8", stats.Snapshot{Stats: stats.SetOf(stats.Map{"a\xff": stats.Int(1)})}, "UTF-8"},
+		{"control", stats.Snapshot{Stats: stats.SetOf(stats.Map{"a\nb": stats.Int(1)})}, "control"},
+		{"C1 control", stats.Snapshot{Stats: stats.SetOf(stats.Map{"a\u0085b": stats.Int(1)})}, "control"},
 	}
 	lim := Limits{MaxEntries: 10, MaxNameLen: 32}
 	for _, c := range cases {
@@ -132,10 +133,10 @@ func TestNaNAndInfBecomeNull(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(out.Stats) != 3 {
+	if out.Stats.Len() != 3 {
 		t.Fatalf("got %v, want 3 stats", out.Stats)
 	}
-	for k, v := range out.Stats {
+	for k, v := range out.Stats.All() {
 		if !v.IsNull() {
 			t.Errorf("%s = %v, want null", k, v)
 		}
@@ -188,7 +189,7 @@ func TestOlderWireFormatRefused(t *testing.T) {
 func TestNameWithNULRefusedOnEncode(t *testing.T) {
 	_, seg, _ := capnp.NewMessage(capnp.SingleSegment(nil))
 	st, _ := statsrpc.NewRootStats(seg)
-	err := FromSnapshot(stats.Snapshot{Stats: stats.Map{"a\x00b": stats.Int(1)}}, st)
+	err := FromSnapshot(stats.Snapshot{Stats: stats.SetOf(stats.Map{"a\x00b": stats.Int(1)})}, st)
 	if err == nil || !strings.Contains(err.Error(), "NUL") || !strings.HasPrefix(err.Error(), "stats: ") {
 		t.Fatalf("err = %v, want a NUL byte error in stats", err)
 	}
@@ -197,7 +198,7 @@ func TestNameWithNULRefusedOnEncode(t *testing.T) {
 // FuzzToSnapshot feeds arbitrary bytes as a Stats message: no panic, and
 // whatever is accepted obeys the limits.
 func FuzzToSnapshot(f *testing.F) {
-	f.Add(encode(f, stats.Snapshot{Counters: stats.Map{"c": stats.Int(1)}, Stats: stats.Map{"s": stats.Float(0.5), "n": stats.Null()}}))
+	f.Add(encode(f, stats.Snapshot{Counters: stats.SetOf(stats.Map{"c": stats.Int(1)}), Stats: stats.SetOf(stats.Map{"s": stats.Float(0.5), "n": stats.Null()})}))
 	f.Add(encode(f, stats.Snapshot{}))
 	f.Add([]byte{0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0})
 	lim := Limits{MaxEntries: 100, MaxNameLen: 64}
@@ -206,11 +207,11 @@ func FuzzToSnapshot(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if n := len(s.Counters) + len(s.Stats); n > lim.MaxEntries {
+		if n := s.Counters.Len() + s.Stats.Len(); n > lim.MaxEntries {
 			t.Fatalf("%d entries accepted", n)
 		}
-		for _, m := range []stats.Map{s.Counters, s.Stats} {
-			for k, v := range m {
+		for _, m := range []stats.Set{s.Counters, s.Stats} {
+			for k, v := range m.All() {
 				if err := CheckName([]byte(k), lim.MaxNameLen); err != nil {
 					t.Fatalf("accepted name %q: %v", k, err)
 				}
@@ -223,16 +224,74 @@ func FuzzToSnapshot(f *testing.F) {
 }
 
 func BenchmarkToSnapshot50(b *testing.B) {
-	s := stats.Snapshot{Counters: stats.Map{}, Stats: stats.Map{}}
+	counters, sts := stats.Map{}, stats.Map{}
 	for i := 0; i < 25; i++ {
-		s.Counters["storage_server.counter_"+string(rune('a'+i))] = stats.Int(int64(i))
-		s.Stats["storage_server.stat_"+string(rune('a'+i))] = stats.Float(float64(i))
+		counters["storage_server.counter_"+string(rune('a'+i))] = stats.Int(int64(i))
+		sts["storage_server.stat_"+string(rune('a'+i))] = stats.Float(float64(i))
 	}
+	s := stats.Snapshot{Counters: stats.SetOf(counters), Stats: stats.SetOf(sts)}
 	data := encode(b, s)
 	b.ReportAllocs()
 	for b.Loop() {
 		if _, err := decode(data, DefaultLimits); err != nil {
 			b.Fatal(err)
+		}
+	}
+}
+
+// Replies with the same names share one stats.Names; a gatherer whose limit
+// is lower than a shared name's length still refuses it.
+func TestRepliesShareNames(t *testing.T) {
+	snap := stats.Snapshot{
+		Counters: stats.SetOf(stats.Map{"share.c1": stats.Int(1), "share.c2": stats.Int(2)}),
+		Stats:    stats.SetOf(stats.Map{"share.a_rather_long_name": stats.Float(0.5)}),
+	}
+	first, err := decode(encode(t, snap), DefaultLimits)
+	if err != nil {
+		t.Fatal(err)
+	}
+	snap.Counters = stats.SetOf(stats.Map{"share.c1": stats.Int(10), "share.c2": stats.Int(20)})
+	second, err := decode(encode(t, snap), DefaultLimits)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if first.Counters.Names() != second.Counters.Names() || first.Stats.Names() != second.Stats.Names() {
+		t.Fatal("two replies with the same names do not share them")
+	}
+	if v, _ := second.Counters.Get("share.c2"); v != stats.Int(20) {
+		t.Fatalf("share.c2 = %v, want 20", v)
+	}
+	_, err = decode(encode(t, snap), Limits{MaxEntries: 10, MaxNameLen: 10})
+	if err == nil || !strings.Contains(err.Error(), "name of 24 bytes, limit is 10") {
+		t.Fatalf("a known name over a lower limit: %v", err)
+	}
+	other, err := decode(encode(t, stats.Snapshot{Counters: stats.SetOf(stats.Map{"share.c1": stats.Int(1)})}), DefaultLimits)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if other.Counters.Names() == first.Counters.Names() || other.Counters.Len() != 1 {
+		t.Fatalf("different names read as %v", other.Counters)
+	}
+}
+
+// Past maxNameSets blobs, the map of blobs starts afresh rather than
+// stopping to learn: the next new blob is shared again.
+func TestNameSetsStayBounded(t *testing.T) {
+	for i := range maxNameSets + 10 {
+		snap := stats.Snapshot{Counters: stats.SetOf(stats.Map{fmt.Sprintf("bound.%d", i): stats.Int(1)})}
+		a, err := decode(encode(t, snap), DefaultLimits)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := decode(encode(t, snap), DefaultLimits)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if a.Counters.Names() != b.Counters.Names() {
+			t.Fatalf("blob %d read twice is not shared", i)
+		}
+		if n := len(*nameSets.read.Load()); n > maxNameSets {
+			t.Fatalf("%d blobs kept, bound is %d", n, maxNameSets)
 		}
 	}
 }

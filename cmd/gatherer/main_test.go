@@ -274,9 +274,9 @@ func TestHTTPMetricsPassPromtool(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, conn := fakenode.Connect(t, furl, "scraped", fakenode.AnswerWith(stats.Snapshot{
-		Counters: stats.Map{"storage_server.allocate": stats.Int(3)},
-		Stats: stats.Map{"load_monitor.avg_load": stats.Float(0.5),
-			"storage_server.latencies.get.99_9_percentile": stats.Null()},
+		Counters: stats.SetOf(stats.Map{"storage_server.allocate": stats.Int(3)}),
+		Stats: stats.SetOf(stats.Map{"load_monitor.avg_load": stats.Float(0.5),
+			"storage_server.latencies.get.99_9_percentile": stats.Null()}),
 	}))
 	defer conn.Close()
 	var metrics []byte

@@ -143,8 +143,10 @@ type provider struct {
 	id    *tub.Identity
 	nick  string
 	snap  stats.Snapshot
-	calls int64 // guarded by go-capnp: calls to one server run one at a time
-	total *counters
+	// counters are snap's counters, which each call adds one to.
+	counters stats.Map
+	calls    int64 // guarded by go-capnp: calls to one server run one at a time
+	total    *counters
 }
 
 type counters struct {
@@ -156,9 +158,10 @@ type counters struct {
 func (p *provider) GetStats(_ context.Context, call statsrpc.Provider_getStats) error {
 	p.calls++
 	p.total.calls.Add(1)
-	for name, v := range p.snap.Counters {
-		p.snap.Counters[name] = stats.Int(v.Int() + 1)
+	for name, v := range p.counters {
+		p.counters[name] = stats.Int(v.Int() + 1)
 	}
+	p.snap.Counters = stats.SetLike(p.counters, p.snap.Counters)
 	res, err := call.AllocResults()
 	if err != nil {
 		return err
@@ -230,6 +233,7 @@ func run(ctx context.Context, cfg config) error {
 			nick: fmt.Sprintf("%s-%d", cfg.nickname, i),
 			snap: bench.Snapshot(i, cfg.counters, cfg.stats),
 		}
+		p.counters = p.snap.Counters.Map()
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

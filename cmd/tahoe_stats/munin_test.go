@@ -567,7 +567,7 @@ func benchFile(n int) *statsfile.File {
 		}
 		f.Nodes = append(f.Nodes, statsfile.Node{
 			TubID: fmt.Sprintf("%032d", i), Nickname: fmt.Sprintf("storage node %d", i), Timestamp: now,
-			Stats: stats.Snapshot{Counters: c, Stats: s}, Up: true, LastPoll: now,
+			Stats: stats.Snapshot{Counters: stats.SetOf(c), Stats: stats.SetOf(s)}, Up: true, LastPoll: now,
 		})
 	}
 	return f

@@ -146,12 +146,12 @@ func sampleLine(exposition, metric, tubID string) string {
 // nulls, percentiles.
 func storageSnap(load float64) stats.Snapshot {
 	return stats.Snapshot{
-		Counters: stats.Map{
+		Counters: stats.SetOf(stats.Map{
 			"storage_server.allocate":    stats.Int(12),
 			"storage_server.bytes_added": stats.Int(1 << 33),
 			"node.producer_errors":       stats.Int(0),
-		},
-		Stats: stats.Map{
+		}),
+		Stats: stats.SetOf(stats.Map{
 			"load_monitor.avg_load":                        stats.Float(load),
 			"load_monitor.max_load":                        stats.Float(load * 3),
 			"cpu_monitor.1min_avg":                         stats.Float(0.02),
@@ -166,6 +166,6 @@ func storageSnap(load float64) stats.Snapshot {
 			"storage_server.latencies.get.50_0_percentile": stats.Float(0.001),
 			"storage_server.latencies.get.99_0_percentile": stats.Float(0.01),
 			"storage_server.latencies.get.99_9_percentile": stats.Null(),
-		},
+		}),
 	}
 }

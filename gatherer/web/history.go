@@ -155,7 +155,7 @@ func (h *History) Record(tubID string, at time.Time, snap stats.Snapshot) {
 	for s, name := range h.slots {
 		v := float32(math.NaN())
 		if name != "" {
-			if x, ok := snap.Stats[name]; ok && !x.IsNull() {
+			if x, ok := snap.Stats.Get(name); ok && !x.IsNull() {
 				v = float32(x.Float())
 			}
 		}

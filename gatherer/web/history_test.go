@@ -13,7 +13,7 @@ import (
 var t0 = time.Unix(1_800_000_000, 0)
 
 func load(v float64) stats.Snapshot {
-	return stats.Snapshot{Stats: stats.Map{DefaultStat: stats.Float(v), "other": stats.Int(int64(v * 10))}}
+	return stats.Snapshot{Stats: stats.SetOf(stats.Map{DefaultStat: stats.Float(v), "other": stats.Int(int64(v * 10))})}
 }
 
 func TestHistorySizing(t *testing.T) {
@@ -81,7 +81,7 @@ func TestHistoryMissingValuesAreNaN(t *testing.T) {
 		t.Error("a series with no value at all should be nil")
 	}
 	h.Record("n", t0.Add(time.Minute), load(1))
-	h.Record("n", t0.Add(2*time.Minute), stats.Snapshot{Stats: stats.Map{DefaultStat: stats.Null()}})
+	h.Record("n", t0.Add(2*time.Minute), stats.Snapshot{Stats: stats.SetOf(stats.Map{DefaultStat: stats.Null()})})
 	pts := h.Series("n", DefaultStat, t0.Add(2*time.Minute))
 	if len(pts) != 3 || !math.IsNaN(pts[0].V) || pts[1].V != 1 || !math.IsNaN(pts[2].V) {
 		t.Errorf("got %v, want NaN, 1, NaN", pts)
@@ -132,7 +132,7 @@ func TestHistoryMemoryBound(t *testing.T) {
 	}
 	const nodes = 1000
 	h := NewHistory(HistoryOptions{Interval: time.Second, Stats: []string{"a", "b", "c", "d"}, MaxStats: 4})
-	snap := stats.Snapshot{Stats: stats.Map{"a": stats.Int(1), "b": stats.Int(2), "c": stats.Int(3), "d": stats.Int(4)}}
+	snap := stats.Snapshot{Stats: stats.SetOf(stats.Map{"a": stats.Int(1), "b": stats.Int(2), "c": stats.Int(3), "d": stats.Int(4)})}
 	ids := make([]string, nodes)
 	for i := range ids {
 		ids[i] = fmt.Sprintf("%032d", i)

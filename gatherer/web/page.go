@@ -285,7 +285,7 @@ func (h *Handler) buildPage(stat string, onlyDown bool, pageNum int) *page {
 		if n.LastPoll > 0 {
 			rw.PollTime = seconds(n.PollSeconds)
 		}
-		if v, ok := n.Stats.Stats[stat]; ok {
+		if v, ok := n.Stats.Stats.Get(stat); ok {
 			rw.Value = display(v)
 		}
 		if hist != nil {
@@ -305,7 +305,7 @@ func (h *Handler) buildPage(stat string, onlyDown bool, pageNum int) *page {
 func statNames(f *statsfile.File) []string {
 	seen := make(map[string]struct{})
 	for i := range f.Nodes {
-		for k := range f.Nodes[i].Stats.Stats {
+		for k := range f.Nodes[i].Stats.Stats.All() {
 			if len(seen) >= maxStatNames {
 				break
 			}

@@ -355,9 +355,11 @@ func source10k() *fakeSource {
 	src := &fakeSource{file: &statsfile.File{}}
 	for i := range 10000 {
 		snap := storageSnap(float64(i%100) / 100)
+		sts := snap.Stats.Map()
 		for g := range 23 {
-			snap.Stats[fmt.Sprintf("extra.gauge_%d", g)] = stats.Int(int64(i + g))
+			sts[fmt.Sprintf("extra.gauge_%d", g)] = stats.Int(int64(i + g))
 		}
+		snap.Stats = stats.SetOf(sts)
 		src.file.Nodes = append(src.file.Nodes, statsfile.Node{
 			TubID: fmt.Sprintf("%032d", i), Nickname: fmt.Sprintf("storage-%d", i), Up: true, Stats: snap,
 			Timestamp: epoch(now), LastPoll: epoch(now), PollSeconds: 0.001,

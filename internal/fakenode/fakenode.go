@@ -199,10 +199,10 @@ func Fail(msg string) Answer {
 
 // SnapshotOf makes a snapshot of n counters and n stats.
 func SnapshotOf(n int) stats.Snapshot {
-	s := stats.Snapshot{Counters: stats.Map{}, Stats: stats.Map{}}
+	counters, sts := stats.Map{}, stats.Map{}
 	for i := 0; i < n; i++ {
-		s.Counters["test.counter_"+strconv.Itoa(i)] = stats.Int(int64(i))
-		s.Stats["test.stat_"+strconv.Itoa(i)] = stats.Float(float64(i) / 3)
+		counters["test.counter_"+strconv.Itoa(i)] = stats.Int(int64(i))
+		sts["test.stat_"+strconv.Itoa(i)] = stats.Float(float64(i) / 3)
 	}
-	return s
+	return stats.Snapshot{Counters: stats.SetOf(counters), Stats: stats.SetOf(sts)}
 }
