@@ -123,7 +123,8 @@ type Set struct {
 	values []Value
 }
 
-// NewSet pairs names with values, which must be as many.
+// NewSet pairs names with values, which must be as many. The Set keeps
+// values: the caller must not change them afterwards.
 func NewSet(names *Names, values []Value) Set {
 	if names.Len() != len(values) {
 		panic(fmt.Sprintf("stats: %d names for %d values", names.Len(), len(values)))
