@@ -29,22 +29,23 @@ type Names struct {
 // that appears twice.
 func NewNames(list []string) (*Names, error) {
 	n := &Names{list: list}
-	n.indexOnce.Do(func() {
-		n.index = make(map[string]int32, len(list))
-		for i, name := range list {
-			n.index[name] = int32(i)
-		}
-	})
+	n.indexOnce.Do(n.buildIndex)
 	if len(n.index) != len(list) {
-		seen := make(map[string]bool, len(list))
-		for _, name := range list {
-			if seen[name] {
+		// The index holds a repeated name's last position.
+		for i, name := range list {
+			if int(n.index[name]) != i {
 				return nil, fmt.Errorf("duplicate name %q", name)
 			}
-			seen[name] = true
 		}
 	}
 	return n, nil
+}
+
+func (n *Names) buildIndex() {
+	n.index = make(map[string]int32, len(n.list))
+	for i, name := range n.list {
+		n.index[name] = int32(i)
+	}
 }
 
 // Len returns the number of names.
@@ -75,12 +76,7 @@ func (n *Names) Index(name string) int {
 		}
 		return -1
 	}
-	n.indexOnce.Do(func() {
-		n.index = make(map[string]int32, len(n.list))
-		for i, name := range n.list {
-			n.index[name] = int32(i)
-		}
-	})
+	n.indexOnce.Do(n.buildIndex)
 	if i, ok := n.index[name]; ok {
 		return int(i)
 	}
