@@ -1,7 +1,7 @@
 # capstats: see README.md. `make demo` runs the main job, `make test` all tests.
 GO        ?= go
 PREFIX    ?= /usr/local
-BINARIES  := gatherer node tahoe_stats
+BINARIES  := gatherer capstats-node tahoe_stats
 CAPNP_STD  = $(shell $(GO) mod download capnproto.org/go/capnp/v3 && $(GO) list -m -f '{{.Dir}}' capnproto.org/go/capnp/v3)/std
 FUZZTIME  ?= 30s
 

@@ -125,7 +125,7 @@ func TestOperatorPath(t *testing.T) {
 		t.Fatal("munin-run is missing: run `make deps` (apt-get install munin-node)")
 	}
 	gathererBin := testbin.Build(t, "gatherer")
-	nodeBin := testbin.Build(t, "node")
+	nodeBin := testbin.Build(t, "capstats-node")
 	pluginBin := testbin.Build(t, "tahoe_stats")
 	root := testbin.Root(t)
 	work := t.TempDir()
@@ -214,7 +214,7 @@ func TestDemo(t *testing.T) {
 		t.Skip("runs the demo")
 	}
 	gathererBin := testbin.Build(t, "gatherer")
-	testbin.Build(t, "node")
+	testbin.Build(t, "capstats-node")
 	testbin.Build(t, "tahoe_stats")
 	binDir := filepath.Dir(gathererBin)
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
@@ -264,7 +264,11 @@ func TestMakeInstall(t *testing.T) {
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("make install: %v\n%s", err, out)
 	}
-	for _, name := range []string{"gatherer", "node", "tahoe_stats"} {
+	// A binary called "node" would shadow Node.js in PATH.
+	if _, err := os.Stat(filepath.Join(dest, "usr", "bin", "node")); err == nil {
+		t.Errorf("make install installed a binary named node, which shadows Node.js")
+	}
+	for _, name := range []string{"gatherer", "capstats-node", "tahoe_stats"} {
 		path := filepath.Join(dest, "usr", "bin", name)
 		fi, err := os.Stat(path)
 		if err != nil {
@@ -287,7 +291,7 @@ func TestDemoKeep(t *testing.T) {
 		t.Skip("runs the demo")
 	}
 	binDir := filepath.Dir(testbin.Build(t, "gatherer"))
-	testbin.Build(t, "node")
+	testbin.Build(t, "capstats-node")
 	testbin.Build(t, "tahoe_stats")
 	cmd := exec.Command(filepath.Join(testbin.Root(t), "scripts", "demo.sh"))
 	cmd.Env = append(os.Environ(), "BIN="+binDir, "DEMO_KEEP=1")
@@ -327,10 +331,11 @@ func TestDemoKeep(t *testing.T) {
 // with the basedir as the only writable path, and systemd accepts them.
 func TestSystemdUnits(t *testing.T) {
 	dir := filepath.Join(testbin.Root(t), "scripts", "systemd")
-	for name, basedir := range map[string]string{
-		"capstats-gatherer.service": "/var/lib/capstats/gatherer",
-		"capstats-node.service":     "/var/lib/capstats/node",
+	for name, unitCmd := range map[string]struct{ basedir, bin string }{
+		"capstats-gatherer.service": {"/var/lib/capstats/gatherer", "gatherer"},
+		"capstats-node.service":     {"/var/lib/capstats/node", "capstats-node"},
 	} {
+		basedir, cmdName := unitCmd.basedir, unitCmd.bin
 		b, err := os.ReadFile(filepath.Join(dir, name))
 		if err != nil {
 			t.Fatal(err)
@@ -348,7 +353,6 @@ func TestSystemdUnits(t *testing.T) {
 			continue // no systemd on this machine: the checks above stand
 		}
 		// systemd-analyze wants the binaries to exist: point them at built ones.
-		cmdName := strings.TrimSuffix(strings.TrimPrefix(name, "capstats-"), ".service")
 		tmp := filepath.Join(t.TempDir(), name)
 		os.WriteFile(tmp, []byte(strings.ReplaceAll(unit, "/usr/local/bin/"+cmdName, testbin.Build(t, cmdName))), 0o644)
 		out, err := exec.Command("systemd-analyze", "verify", tmp).CombinedOutput()

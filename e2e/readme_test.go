@@ -21,7 +21,7 @@ var helpPages = [][]string{
 	{"gatherer", "run", "--help"},
 	{"gatherer", "furl", "--help"},
 	{"gatherer", "status", "--help"},
-	{"node", "--help"},
+	{"capstats-node", "--help"},
 	{"tahoe_stats", "--help"},
 }
 

@@ -101,7 +101,7 @@ func TestSecretFilesReadableByOthersRefused(t *testing.T) {
 		dir := t.TempDir()
 		os.MkdirAll(filepath.Join(dir, "private"), 0o700)
 		// A first run creates the key; a world-readable copy is refused.
-		p := exec.Command(testbin.Build(t, "node"), "--basedir", dir)
+		p := exec.Command(testbin.Build(t, "capstats-node"), "--basedir", dir)
 		if err := p.Start(); err != nil {
 			t.Fatal(err)
 		}
@@ -110,7 +110,7 @@ func TestSecretFilesReadableByOthersRefused(t *testing.T) {
 		p.Process.Signal(syscall.SIGTERM)
 		p.Wait()
 		os.Chmod(key, 0o604)
-		stderr, code := runBin(t, "node", false, "--basedir", dir)
+		stderr, code := runBin(t, "capstats-node", false, "--basedir", dir)
 		wantRefusal(t, stderr, code, key, "chmod 600")
 	})
 }
@@ -137,7 +137,7 @@ func TestBadBasedirs(t *testing.T) {
 	}
 	file := filepath.Join(t.TempDir(), "not-a-dir")
 	os.WriteFile(file, []byte("x"), 0o644)
-	for _, name := range []string{"gatherer", "node"} {
+	for _, name := range []string{"gatherer", "capstats-node"} {
 		t.Run(name+" basedir is a file", func(t *testing.T) {
 			stderr, code := runBin(t, name, false, "--basedir", file)
 			wantRefusal(t, stderr, code, file)
@@ -149,7 +149,7 @@ func TestBadBasedirs(t *testing.T) {
 	os.MkdirAll(filepath.Join(locked, "inside"), 0o700)
 	openUp(filepath.Dir(locked))
 	os.WriteFile(filepath.Join(locked, "inside", "x"), nil, 0o600)
-	for _, name := range []string{"gatherer", "node"} {
+	for _, name := range []string{"gatherer", "capstats-node"} {
 		t.Run(name+" basedir unreadable", func(t *testing.T) {
 			stderr, code := runBin(t, name, true, "--basedir", locked)
 			wantRefusal(t, stderr, code, locked)

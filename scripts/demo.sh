@@ -53,7 +53,7 @@ for nick in alpha beta gamma; do
 	cp "$work/gatherer/stats_gatherer.furl" "$work/$nick/"
 	extra=()
 	if [ "$nick" = gamma ]; then extra=(--storage-dir "$work/storage"); fi
-	"$BIN/node" --basedir "$work/$nick" --nickname "$nick" "${extra[@]}" \
+	"$BIN/capstats-node" --basedir "$work/$nick" --nickname "$nick" "${extra[@]}" \
 		>"$work/$nick.log" 2>&1 &
 	pids+=($!)
 done

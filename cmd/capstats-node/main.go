@@ -1,4 +1,4 @@
-// Command node runs a capstats node: it reports its own stats (uptime, CPU,
+// Command capstats-node runs a capstats node: it reports its own stats (uptime, CPU,
 // load, Go runtime, and optionally a storage directory) to the stats
 // gatherer whose furl is in BASEDIR/stats_gatherer.furl, reconnecting for
 // ever. Without that file it runs without a gatherer until one appears.
@@ -41,7 +41,7 @@ type CLI struct {
 func main() {
 	var cli CLI
 	kong.Parse(&cli,
-		kong.Name("node"),
+		kong.Name("capstats-node"),
 		kong.Description("Report this host's runtime statistics to a capstats stats gatherer."),
 		kong.UsageOnError(),
 	)
@@ -57,7 +57,7 @@ func main() {
 	signal.Notify(hup, syscall.SIGHUP)
 
 	if err := run(ctx, &cli, log, hup); err != nil {
-		fmt.Fprintf(os.Stderr, "node: error: %s\n", oneLine(err))
+		fmt.Fprintf(os.Stderr, "capstats-node: error: %s\n", oneLine(err))
 		os.Exit(1)
 	}
 }

@@ -47,7 +47,7 @@ func runOnce(t *testing.T, args ...string) (stderr string, code int) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, testbin.Build(t, "node"), args...)
+	cmd := exec.CommandContext(ctx, testbin.Build(t, "capstats-node"), args...)
 	var e bytes.Buffer
 	cmd.Stderr = &e
 	err := cmd.Run()
@@ -122,12 +122,12 @@ func checkOneLineError(t *testing.T, stderr string, code int, wants ...string) {
 	}
 	var errLines []string
 	for _, l := range strings.Split(strings.TrimSpace(stderr), "\n") {
-		if strings.HasPrefix(l, "node: error: ") {
+		if strings.HasPrefix(l, "capstats-node: error: ") {
 			errLines = append(errLines, l)
 		}
 	}
 	if len(errLines) != 1 {
-		t.Fatalf("want one 'node: error:' line, stderr:\n%s", stderr)
+		t.Fatalf("want one 'capstats-node: error:' line, stderr:\n%s", stderr)
 	}
 	for _, w := range wants {
 		if !strings.Contains(errLines[0], w) {
@@ -200,7 +200,7 @@ func TestCreatesBasedirAndStopsOnSignals(t *testing.T) {
 	for _, sig := range []os.Signal{syscall.SIGTERM, syscall.SIGINT} {
 		t.Run(sig.String(), func(t *testing.T) {
 			dir := filepath.Join(t.TempDir(), "new", "node")
-			p := start(t, testbin.Build(t, "node"), "--basedir", dir, "--nickname", "n1")
+			p := start(t, testbin.Build(t, "capstats-node"), "--basedir", dir, "--nickname", "n1")
 			tubID := p.waitLog(t, `msg="node running" tubid=([a-z2-7]{32})`)
 			p.waitLog(t, `no stats gatherer configured`)
 			fi, err := os.Stat(dir)
@@ -213,7 +213,7 @@ func TestCreatesBasedirAndStopsOnSignals(t *testing.T) {
 			p.stopWith(t, sig)
 
 			// The identity persists across restarts.
-			p = start(t, testbin.Build(t, "node"), "--basedir", dir)
+			p = start(t, testbin.Build(t, "capstats-node"), "--basedir", dir)
 			if again := p.waitLog(t, `msg="node running" tubid=([a-z2-7]{32})`); again != tubID {
 				t.Fatalf("tub ID changed across restarts: %s then %s", tubID, again)
 			}
@@ -253,7 +253,7 @@ func TestNodeWithGathererBinary(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs two binaries")
 	}
-	gbin, nbin := testbin.Build(t, "gatherer"), testbin.Build(t, "node")
+	gbin, nbin := testbin.Build(t, "gatherer"), testbin.Build(t, "capstats-node")
 	gdir := filepath.Join(t.TempDir(), "gatherer")
 	if out, err := exec.Command(gbin, "create", "--basedir", gdir, "--hostname", "127.0.0.1").CombinedOutput(); err != nil {
 		t.Fatalf("gatherer create: %v\n%s", err, out)

@@ -28,7 +28,7 @@ func get(t *testing.T, url string) (string, string) {
 }
 
 func TestHTTPServesStatistics(t *testing.T) {
-	p := start(t, testbin.Build(t, "node"), "--basedir", t.TempDir(), "--http", "127.0.0.1:0")
+	p := start(t, testbin.Build(t, "capstats-node"), "--basedir", t.TempDir(), "--http", "127.0.0.1:0")
 	base := p.waitLog(t, `url="?(http://127\.0\.0\.1:\d+)/`)
 	body, ctype := get(t, base+"/statistics?t=json")
 	if !strings.HasPrefix(ctype, "application/json") {
@@ -52,7 +52,7 @@ func TestHTTPServesStatistics(t *testing.T) {
 }
 
 func TestHTTPAddressTaken(t *testing.T) {
-	p := start(t, testbin.Build(t, "node"), "--basedir", t.TempDir(), "--http", "127.0.0.1:0")
+	p := start(t, testbin.Build(t, "capstats-node"), "--basedir", t.TempDir(), "--http", "127.0.0.1:0")
 	addr := p.waitLog(t, `url="?http://(127\.0\.0\.1:\d+)/`)
 	stderr, code := runOnce(t, "--basedir", t.TempDir(), "--http", addr)
 	checkOneLineError(t, stderr, code, "--http")
