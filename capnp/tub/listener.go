@@ -144,6 +144,24 @@ func (l *Listener) RegisterAs(swissnum string, c capnp.Client) (Furl, error) {
 	return l.FurlFor(swissnum), nil
 }
 
+// Unregister withdraws the export under swissnum, so that fetches of it
+// are refused from then on (a furl is rotated this way). Connections that
+// fetched it earlier keep what they hold: ending those is the exporter's
+// call. It reports whether swissnum was exported.
+func (l *Listener) Unregister(swissnum string) bool {
+	key := sha256.Sum256([]byte(swissnum))
+	l.mu.Lock()
+	e, ok := l.exported[key]
+	if ok {
+		delete(l.exported, key)
+	}
+	l.mu.Unlock()
+	if ok {
+		e.client.Release()
+	}
+	return ok
+}
+
 // FurlFor returns the furl of swissnum with this listener's address as hint.
 func (l *Listener) FurlFor(swissnum string) Furl {
 	return Furl{TubID: l.id.TubID(), Hints: []string{l.ln.Addr().String()}, Swissnum: swissnum}

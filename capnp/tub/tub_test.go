@@ -435,3 +435,32 @@ func TestRPCLoggerQuietOnOrdinaryEnds(t *testing.T) {
 		t.Errorf("a protocol error was not logged as a warning:\n%s", buf.String())
 	}
 }
+
+func TestUnregisterRefusesLaterFetches(t *testing.T) {
+	l, _, old := listen(t, nil)
+	ctx := ctxT(t)
+	held, err := Dial(ctx, old, newID(t), capnp.Client{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	fresh := l.Register(capnp.Client(statsrpc.Provider_ServerToClient(&pinger{})))
+	if !l.Unregister(old.Swissnum) {
+		t.Fatal("Unregister of an exported swiss number reported false")
+	}
+	if l.Unregister(old.Swissnum) {
+		t.Error("second Unregister reported true")
+	}
+	if _, err := Dial(ctx, old, newID(t), capnp.Client{}, nil); err == nil || !strings.Contains(err.Error(), "no object with that swiss number") {
+		t.Fatalf("fetch of the withdrawn swiss number: err = %v, want a refusal", err)
+	}
+	conn, err := Dial(ctx, fresh, newID(t), capnp.Client{}, nil)
+	if err != nil {
+		t.Fatalf("the other export stopped working: %v", err)
+	}
+	conn.Close()
+	// What a connection fetched before stays usable until the exporter ends it.
+	if err := ping(ctx, held.Object()); err != nil {
+		t.Errorf("an earlier fetch stopped working: %v", err)
+	}
+}
