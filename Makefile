@@ -4,6 +4,9 @@ PREFIX    ?= /usr/local
 BINARIES  := gatherer capstats-node tahoe_stats
 CAPNP_STD  = $(shell $(GO) mod download capnproto.org/go/capnp/v3 && $(GO) list -m -f '{{.Dir}}' capnproto.org/go/capnp/v3)/std
 FUZZTIME  ?= 30s
+# Stamp the git revision into the binaries (--version prints it) where the
+# go command can: a checkout with git; BUILDVCS=false turns it off.
+BUILDVCS  ?= auto
 
 .PHONY: all build test test-short generate bench demo run install lint fuzz deps clean
 
@@ -11,7 +14,7 @@ all: build
 
 build:
 	@mkdir -p bin
-	$(GO) build -o bin/ $(addprefix ./cmd/,$(BINARIES))
+	$(GO) build -buildvcs=$(BUILDVCS) -o bin/ $(addprefix ./cmd/,$(BINARIES))
 
 deps:
 	@scripts/ensure-deps.sh

@@ -21,18 +21,20 @@ import (
 
 	"github.com/alecthomas/kong"
 
+	"capstats/internal/version"
 	"capstats/node"
 	"capstats/nodehttp"
 )
 
 // CLI is the command line.
 type CLI struct {
-	Basedir    string        `help:"Directory holding the node's identity (private/node.pem) and the gatherer's furl (stats_gatherer.furl); created if missing." required:"" type:"path" placeholder:"DIR" env:"CAPSTATS_NODE_BASEDIR"`
-	Nickname   string        `help:"Name shown for this node in the gatherer's output."`
-	StorageDir string        `help:"Directory to report as storage_server.* stats (disk space and bytes used under it)." type:"path" name:"storage-dir"`
-	MaxBackoff time.Duration `help:"Longest wait between attempts to reach the gatherer." default:"600s" name:"max-backoff"`
-	HTTP       string        `help:"Serve /statistics?t=json, /statistics?t=openmetrics and /metrics on this address, e.g. 127.0.0.1:9467 (off unless given)." name:"http" placeholder:"ADDR"`
-	Verbose    bool          `help:"Log every connection attempt and other debug lines." short:"v"`
+	Basedir    string           `help:"Directory holding the node's identity (private/node.pem) and the gatherer's furl (stats_gatherer.furl); created if missing." required:"" type:"path" placeholder:"DIR" env:"CAPSTATS_NODE_BASEDIR"`
+	Nickname   string           `help:"Name shown for this node in the gatherer's output."`
+	StorageDir string           `help:"Directory to report as storage_server.* stats (disk space and bytes used under it)." type:"path" name:"storage-dir"`
+	MaxBackoff time.Duration    `help:"Longest wait between attempts to reach the gatherer." default:"600s" name:"max-backoff"`
+	HTTP       string           `help:"Serve /statistics?t=json, /statistics?t=openmetrics and /metrics on this address, e.g. 127.0.0.1:9467 (off unless given)." name:"http" placeholder:"ADDR"`
+	Verbose    bool             `help:"Log every connection attempt and other debug lines." short:"v"`
+	Version    kong.VersionFlag `help:"Print the version and VCS revision, and exit."`
 
 	// FurlCheck is how often the furl file is checked for changes.
 	FurlCheck time.Duration `hidden:"" default:"5s" name:"furl-check"`
@@ -42,6 +44,7 @@ func main() {
 	var cli CLI
 	kong.Parse(&cli,
 		kong.Name("capstats-node"),
+		kong.Vars{"version": version.String("capstats-node")},
 		kong.Description("Report this host's runtime statistics to a capstats stats gatherer."),
 		kong.UsageOnError(),
 	)

@@ -21,13 +21,15 @@ import (
 	"capstats/capnp/tub"
 	"capstats/gatherer"
 	"capstats/gatherer/web"
+	"capstats/internal/version"
 	"capstats/statsfile"
 )
 
 // CLI is the command line; `gatherer --basedir DIR` alone means run.
 type CLI struct {
-	Basedir  string     `help:"Directory holding the gatherer's key, furl and stats.json." required:"" type:"path" placeholder:"DIR" env:"CAPSTATS_GATHERER_BASEDIR"`
-	LogLevel slog.Level `help:"Log level: debug, info, warn, error." default:"info" name:"log-level"`
+	Basedir  string           `help:"Directory holding the gatherer's key, furl and stats.json." required:"" type:"path" placeholder:"DIR" env:"CAPSTATS_GATHERER_BASEDIR"`
+	LogLevel slog.Level       `help:"Log level: debug, info, warn, error." default:"info" name:"log-level"`
+	Version  kong.VersionFlag `help:"Print the version and VCS revision, and exit."`
 
 	Create CreateCmd `cmd:"" help:"Create a new gatherer basedir."`
 	Run    RunCmd    `cmd:"" default:"withargs" help:"Run the gatherer (the default command)."`
@@ -181,6 +183,7 @@ func main() {
 	var cli CLI
 	kctx := kong.Parse(&cli,
 		kong.Name("gatherer"),
+		kong.Vars{"version": version.String("gatherer")},
 		kong.Description("Gather runtime statistics from capstats nodes into stats.json."),
 		kong.UsageOnError(),
 	)

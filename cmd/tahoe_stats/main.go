@@ -19,6 +19,7 @@ import (
 
 	"github.com/alecthomas/kong"
 
+	"capstats/internal/version"
 	"capstats/muninplugin"
 )
 
@@ -39,10 +40,11 @@ from env.statsfile in munin's plugin-conf.d:
 Munin plugin markers:` + muninplugin.MagicMarkers
 
 type cli struct {
-	Mode      string `arg:"" optional:"" help:"What munin asks: config, autoconf or suggest; nothing (or fetch) for the values."`
-	Graph     string `placeholder:"NAME" help:"Graph to print, instead of the one named by how the program is called (tahoe_storage_allocated, tahoe_multigraph, ...)."`
-	Statsfile string `placeholder:"PATH" help:"The gatherer's stats.json, instead of env.statsfile."`
-	List      bool   `help:"List the graph names and exit."`
+	Mode      string           `arg:"" optional:"" help:"What munin asks: config, autoconf or suggest; nothing (or fetch) for the values."`
+	Graph     string           `placeholder:"NAME" help:"Graph to print, instead of the one named by how the program is called (tahoe_storage_allocated, tahoe_multigraph, ...)."`
+	Statsfile string           `placeholder:"PATH" help:"The gatherer's stats.json, instead of env.statsfile."`
+	List      bool             `help:"List the graph names and exit."`
+	Version   kong.VersionFlag `help:"Print the version and VCS revision, and exit."`
 }
 
 type exitCode int
@@ -79,6 +81,7 @@ func run(args, env []string, stdout, stderr io.Writer) (code int) {
 	var c cli
 	parser, err := kong.New(&c,
 		kong.Name(name),
+		kong.Vars{"version": version.String("tahoe_stats")},
 		kong.Description(description),
 		kong.Writers(stdout, stderr),
 		kong.Exit(func(code int) { panic(exitCode(code)) }),
