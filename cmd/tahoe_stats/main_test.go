@@ -273,11 +273,12 @@ func TestImportsStayLight(t *testing.T) {
 	allowed := map[string]bool{
 		"capstats/stats": true, "capstats/statsfile": true, "capstats/muninplugin": true,
 		"capstats/internal/atomicfile": true, // statsfile's writer; standard library only
+		"capstats/internal/version":    true, // --version; standard library only
 		"capstats/cmd/tahoe_stats":     true, "github.com/alecthomas/kong": true,
 	}
 	for _, p := range strings.Fields(string(out)) {
 		if !allowed[p] {
-			t.Errorf("tahoe_stats imports %s; only stats, statsfile (and its internal/atomicfile), muninplugin, kong and the standard library are allowed", p)
+			t.Errorf("tahoe_stats imports %s; only stats, statsfile (and its internal/atomicfile), internal/version, muninplugin, kong and the standard library are allowed", p)
 		}
 	}
 }
