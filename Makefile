@@ -30,6 +30,7 @@ test-short:
 generate:
 	@command -v capnp >/dev/null || { echo "generate: needs the capnp compiler (apt-get install capnproto)" >&2; exit 1; }
 	capnp compile -I$(CAPNP_STD) -o"$$($(GO) tool -n capnpc-go)":capnp/statsrpc --src-prefix=schema schema/stats.capnp
+	capnp compile -I$(CAPNP_STD) -o"$$($(GO) tool -n capnpc-go)":capnp/tubrpc --src-prefix=schema schema/tub.capnp
 
 bench:
 	scripts/bench.sh

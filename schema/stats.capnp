@@ -1,18 +1,10 @@
 # capstats wire protocol: a stats gatherer polls providers over Cap'n Proto RPC.
+# The objects here are reached through the Tub of schema/tub.capnp.
 @0x9b37a505c20c9683;
 
 using Go = import "/go.capnp";
 $Go.package("statsrpc");
 $Go.import("capstats/capnp/statsrpc");
-
-# Tub is the bootstrap interface of every connection. It restores a
-# capability from the unguessable swiss number carried in a furl, so knowing
-# the furl is the authority to use the object.
-interface Tub {
-  # fetch returns the capability registered under swissnum, or fails without
-  # echoing the swissnum back when none is.
-  fetch @0 (swissnum :Text) -> (object :Capability);
-}
 
 # Gatherer is the object a stats gatherer exports under its furl.
 interface Gatherer {

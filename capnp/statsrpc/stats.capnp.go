@@ -13,334 +13,6 @@ import (
 	strconv "strconv"
 )
 
-type Tub capnp.Client
-
-// Tub_TypeID is the unique identifier for the type Tub.
-const Tub_TypeID = 0xd9995d9d0d8c8af4
-
-func (c Tub) Fetch(ctx context.Context, params func(Tub_fetch_Params) error) (Tub_fetch_Results_Future, capnp.ReleaseFunc) {
-
-	s := capnp.Send{
-		Method: capnp.Method{
-			InterfaceID:   0xd9995d9d0d8c8af4,
-			MethodID:      0,
-			InterfaceName: "stats.capnp:Tub",
-			MethodName:    "fetch",
-		},
-	}
-	if params != nil {
-		s.ArgsSize = capnp.ObjectSize{DataSize: 0, PointerCount: 1}
-		s.PlaceArgs = func(s capnp.Struct) error { return params(Tub_fetch_Params(s)) }
-	}
-
-	ans, release := capnp.Client(c).SendCall(ctx, s)
-	return Tub_fetch_Results_Future{Future: ans.Future()}, release
-
-}
-
-func (c Tub) WaitStreaming() error {
-	return capnp.Client(c).WaitStreaming()
-}
-
-// String returns a string that identifies this capability for debugging
-// purposes.  Its format should not be depended on: in particular, it
-// should not be used to compare clients.  Use IsSame to compare clients
-// for equality.
-func (c Tub) String() string {
-	return "Tub(" + capnp.Client(c).String() + ")"
-}
-
-// AddRef creates a new Client that refers to the same capability as c.
-// If c is nil or has resolved to null, then AddRef returns nil.
-func (c Tub) AddRef() Tub {
-	return Tub(capnp.Client(c).AddRef())
-}
-
-// Release releases a capability reference.  If this is the last
-// reference to the capability, then the underlying resources associated
-// with the capability will be released.
-//
-// Release will panic if c has already been released, but not if c is
-// nil or resolved to null.
-func (c Tub) Release() {
-	capnp.Client(c).Release()
-}
-
-// Resolve blocks until the capability is fully resolved or the Context
-// expires.
-func (c Tub) Resolve(ctx context.Context) error {
-	return capnp.Client(c).Resolve(ctx)
-}
-
-func (c Tub) EncodeAsPtr(seg *capnp.Segment) capnp.Ptr {
-	return capnp.Client(c).EncodeAsPtr(seg)
-}
-
-func (Tub) DecodeFromPtr(p capnp.Ptr) Tub {
-	return Tub(capnp.Client{}.DecodeFromPtr(p))
-}
-
-// IsValid reports whether c is a valid reference to a capability.
-// A reference is invalid if it is nil, has resolved to null, or has
-// been released.
-func (c Tub) IsValid() bool {
-	return capnp.Client(c).IsValid()
-}
-
-// IsSame reports whether c and other refer to a capability created by the
-// same call to NewClient.  This can return false negatives if c or other
-// are not fully resolved: use Resolve if this is an issue.  If either
-// c or other are released, then IsSame panics.
-func (c Tub) IsSame(other Tub) bool {
-	return capnp.Client(c).IsSame(capnp.Client(other))
-}
-
-// Update the flowcontrol.FlowLimiter used to manage flow control for
-// this client. This affects all future calls, but not calls already
-// waiting to send. Passing nil sets the value to flowcontrol.NopLimiter,
-// which is also the default.
-func (c Tub) SetFlowLimiter(lim fc.FlowLimiter) {
-	capnp.Client(c).SetFlowLimiter(lim)
-}
-
-// Get the current flowcontrol.FlowLimiter used to manage flow control
-// for this client.
-func (c Tub) GetFlowLimiter() fc.FlowLimiter {
-	return capnp.Client(c).GetFlowLimiter()
-}
-
-// A Tub_Server is a Tub with a local implementation.
-type Tub_Server interface {
-	Fetch(context.Context, Tub_fetch) error
-}
-
-// Tub_NewServer creates a new Server from an implementation of Tub_Server.
-func Tub_NewServer(s Tub_Server) *server.Server {
-	c, _ := s.(server.Shutdowner)
-	return server.New(Tub_Methods(nil, s), s, c)
-}
-
-// Tub_ServerToClient creates a new Client from an implementation of Tub_Server.
-// The caller is responsible for calling Release on the returned Client.
-func Tub_ServerToClient(s Tub_Server) Tub {
-	return Tub(capnp.NewClient(Tub_NewServer(s)))
-}
-
-// Tub_Methods appends Methods to a slice that invoke the methods on s.
-// This can be used to create a more complicated Server.
-func Tub_Methods(methods []server.Method, s Tub_Server) []server.Method {
-	if cap(methods) == 0 {
-		methods = make([]server.Method, 0, 1)
-	}
-
-	methods = append(methods, server.Method{
-		Method: capnp.Method{
-			InterfaceID:   0xd9995d9d0d8c8af4,
-			MethodID:      0,
-			InterfaceName: "stats.capnp:Tub",
-			MethodName:    "fetch",
-		},
-		Impl: func(ctx context.Context, call *server.Call) error {
-			return s.Fetch(ctx, Tub_fetch{call})
-		},
-	})
-
-	return methods
-}
-
-// Tub_fetch holds the state for a server call to Tub.fetch.
-// See server.Call for documentation.
-type Tub_fetch struct {
-	*server.Call
-}
-
-// Args returns the call's arguments.
-func (c Tub_fetch) Args() Tub_fetch_Params {
-	return Tub_fetch_Params(c.Call.Args())
-}
-
-// AllocResults allocates the results struct.
-func (c Tub_fetch) AllocResults() (Tub_fetch_Results, error) {
-	r, err := c.Call.AllocResults(capnp.ObjectSize{DataSize: 0, PointerCount: 1})
-	return Tub_fetch_Results(r), err
-}
-
-// Tub_List is a list of Tub.
-type Tub_List = capnp.CapList[Tub]
-
-// NewTub_List creates a new list of Tub.
-func NewTub_List(s *capnp.Segment, sz int32) (Tub_List, error) {
-	l, err := capnp.NewPointerList(s, sz)
-	return capnp.CapList[Tub](l), err
-}
-
-type Tub_fetch_Params capnp.Struct
-
-// Tub_fetch_Params_TypeID is the unique identifier for the type Tub_fetch_Params.
-const Tub_fetch_Params_TypeID = 0x8bfad87c26543809
-
-func NewTub_fetch_Params(s *capnp.Segment) (Tub_fetch_Params, error) {
-	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 1})
-	return Tub_fetch_Params(st), err
-}
-
-func NewRootTub_fetch_Params(s *capnp.Segment) (Tub_fetch_Params, error) {
-	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 1})
-	return Tub_fetch_Params(st), err
-}
-
-func ReadRootTub_fetch_Params(msg *capnp.Message) (Tub_fetch_Params, error) {
-	root, err := msg.Root()
-	return Tub_fetch_Params(root.Struct()), err
-}
-
-func (s Tub_fetch_Params) String() string {
-	str, _ := text.Marshal(0x8bfad87c26543809, capnp.Struct(s))
-	return str
-}
-
-func (s Tub_fetch_Params) EncodeAsPtr(seg *capnp.Segment) capnp.Ptr {
-	return capnp.Struct(s).EncodeAsPtr(seg)
-}
-
-func (Tub_fetch_Params) DecodeFromPtr(p capnp.Ptr) Tub_fetch_Params {
-	return Tub_fetch_Params(capnp.Struct{}.DecodeFromPtr(p))
-}
-
-func (s Tub_fetch_Params) ToPtr() capnp.Ptr {
-	return capnp.Struct(s).ToPtr()
-}
-func (s Tub_fetch_Params) IsValid() bool {
-	return capnp.Struct(s).IsValid()
-}
-
-func (s Tub_fetch_Params) Message() *capnp.Message {
-	return capnp.Struct(s).Message()
-}
-
-func (s Tub_fetch_Params) Segment() *capnp.Segment {
-	return capnp.Struct(s).Segment()
-}
-func (s Tub_fetch_Params) Swissnum() (string, error) {
-	p, err := capnp.Struct(s).Ptr(0)
-	return p.Text(), err
-}
-
-func (s Tub_fetch_Params) HasSwissnum() bool {
-	return capnp.Struct(s).HasPtr(0)
-}
-
-func (s Tub_fetch_Params) SwissnumBytes() ([]byte, error) {
-	p, err := capnp.Struct(s).Ptr(0)
-	return p.TextBytes(), err
-}
-
-func (s Tub_fetch_Params) SetSwissnum(v string) error {
-	return capnp.Struct(s).SetText(0, v)
-}
-
-// Tub_fetch_Params_List is a list of Tub_fetch_Params.
-type Tub_fetch_Params_List = capnp.StructList[Tub_fetch_Params]
-
-// NewTub_fetch_Params creates a new list of Tub_fetch_Params.
-func NewTub_fetch_Params_List(s *capnp.Segment, sz int32) (Tub_fetch_Params_List, error) {
-	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 0, PointerCount: 1}, sz)
-	return capnp.StructList[Tub_fetch_Params](l), err
-}
-
-// Tub_fetch_Params_Future is a wrapper for a Tub_fetch_Params promised by a client call.
-type Tub_fetch_Params_Future struct{ *capnp.Future }
-
-func (f Tub_fetch_Params_Future) Struct() (Tub_fetch_Params, error) {
-	p, err := f.Future.Ptr()
-	return Tub_fetch_Params(p.Struct()), err
-}
-
-type Tub_fetch_Results capnp.Struct
-
-// Tub_fetch_Results_TypeID is the unique identifier for the type Tub_fetch_Results.
-const Tub_fetch_Results_TypeID = 0xe5156a64b0b66222
-
-func NewTub_fetch_Results(s *capnp.Segment) (Tub_fetch_Results, error) {
-	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 1})
-	return Tub_fetch_Results(st), err
-}
-
-func NewRootTub_fetch_Results(s *capnp.Segment) (Tub_fetch_Results, error) {
-	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 1})
-	return Tub_fetch_Results(st), err
-}
-
-func ReadRootTub_fetch_Results(msg *capnp.Message) (Tub_fetch_Results, error) {
-	root, err := msg.Root()
-	return Tub_fetch_Results(root.Struct()), err
-}
-
-func (s Tub_fetch_Results) String() string {
-	str, _ := text.Marshal(0xe5156a64b0b66222, capnp.Struct(s))
-	return str
-}
-
-func (s Tub_fetch_Results) EncodeAsPtr(seg *capnp.Segment) capnp.Ptr {
-	return capnp.Struct(s).EncodeAsPtr(seg)
-}
-
-func (Tub_fetch_Results) DecodeFromPtr(p capnp.Ptr) Tub_fetch_Results {
-	return Tub_fetch_Results(capnp.Struct{}.DecodeFromPtr(p))
-}
-
-func (s Tub_fetch_Results) ToPtr() capnp.Ptr {
-	return capnp.Struct(s).ToPtr()
-}
-func (s Tub_fetch_Results) IsValid() bool {
-	return capnp.Struct(s).IsValid()
-}
-
-func (s Tub_fetch_Results) Message() *capnp.Message {
-	return capnp.Struct(s).Message()
-}
-
-func (s Tub_fetch_Results) Segment() *capnp.Segment {
-	return capnp.Struct(s).Segment()
-}
-func (s Tub_fetch_Results) Object() capnp.Client {
-	p, _ := capnp.Struct(s).Ptr(0)
-	return p.Interface().Client()
-}
-
-func (s Tub_fetch_Results) HasObject() bool {
-	return capnp.Struct(s).HasPtr(0)
-}
-
-func (s Tub_fetch_Results) SetObject(c capnp.Client) error {
-	if !c.IsValid() {
-		return capnp.Struct(s).SetPtr(0, capnp.Ptr{})
-	}
-	seg := s.Segment()
-	in := capnp.NewInterface(seg, seg.Message().CapTable().Add(c))
-	return capnp.Struct(s).SetPtr(0, in.ToPtr())
-}
-
-// Tub_fetch_Results_List is a list of Tub_fetch_Results.
-type Tub_fetch_Results_List = capnp.StructList[Tub_fetch_Results]
-
-// NewTub_fetch_Results creates a new list of Tub_fetch_Results.
-func NewTub_fetch_Results_List(s *capnp.Segment, sz int32) (Tub_fetch_Results_List, error) {
-	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 0, PointerCount: 1}, sz)
-	return capnp.StructList[Tub_fetch_Results](l), err
-}
-
-// Tub_fetch_Results_Future is a wrapper for a Tub_fetch_Results promised by a client call.
-type Tub_fetch_Results_Future struct{ *capnp.Future }
-
-func (f Tub_fetch_Results_Future) Struct() (Tub_fetch_Results, error) {
-	p, err := f.Future.Ptr()
-	return Tub_fetch_Results(p.Struct()), err
-}
-func (p Tub_fetch_Results_Future) Object() capnp.Client {
-	return p.Future.Field(0, nil).Client()
-}
-
 type Gatherer capnp.Client
 
 // Gatherer_TypeID is the unique identifier for the type Gatherer.
@@ -1505,78 +1177,65 @@ func (f Value_Future) Struct() (Value, error) {
 	return Value(p.Struct()), err
 }
 
-const schema_9b37a505c20c9683 = "x\xda\x84\x94[h\x1cU\x18\xc7\xbf\xff93\x99\xd6" +
-	"\xce\xba9\x99\x16\xb4\x10Vc\x9466!\x17%\xa5" +
-	"\xb4\xec\xaa\x89\xa9AaO\x1a,>\xf80\xbb\x99&" +
-	"Swg\xd7\x99\xd9\xe4A%`\x0bB\xf5A\x0a\xad" +
-	"\xb4\xa5/B\x84\x06\x8bQ\xb1\xd2\x87\xa2\x14},\x08" +
-	"\"X\xdf|\xa8B\x15\x11\xf1\x86\xa2#gvg/" +
-	"&i\xde\x963{\xfe\x97\xdf\xf7\xcd\x0c\xff\x8d\x9c6" +
-	"\x92\x1a\xef\"&\x0f\xeb]\xd1\x97\xcb\x07\xaf><\xb3" +
-	"t\x92\x84\xc9\xa3\x13g\xcd\xeb\xfa\xca\xf8\x05\"X\xe0" +
-	"\xab\xd6vn\x10Y:\x7f\xcdzN\xfd\x8a\xb6\xef\x9f" +
-	"}\xe8\xe5\xaf\xffz\x9dD7\x88t\xa8\xa7\x8f\xf1\xdb" +
-	"\x04k\x92g\x09Qu\xcf\x07_\\<:\xff\xe6:" +
-	"1\x97\xafZ/\xc6be>e\x9d\x89\xc5\xa2\\a" +
-	"u\xf9\xdc\xc7gI\xec\x02\x91f\x10\x8d\xbd\xc2\xef\x02" +
-	"i\xd1\x1f\xcb\xc3\x1f\xdezg\xed<\x09\x13-\x19\x9d" +
-	"\xa9\xfb\x0e\x7f\xdb*\xc7J._\"D\xe1}7\x9e" +
-	"\xfc\xf6\xc7\x07/\xb7\xa9|\xc5\x07\x94\xca\x99\xb7\x9c\x07" +
-	".\xec\xf6\xae\xb4=\xb9V\x7f\xf2\xeb\xa97R\x17\x9f" +
-	"?ws]\xcc\x15\xfe\xaau)\x16_\xe1S\xd6\x8d" +
-	"8\xe6gG~\xfe\\,\xde\xbe\xb9Q\x98\x8f\xf8i" +
-	"\xebZ\xfc\xff\xabq\x98\xbe\xc2\x95\xb5\xb9\xe3\xbbn\xb5" +
-	"\xf3\xb9W\xfb\x85`\xf5j\x8a\xcf\xbbG\x7f\xdf=\xfe" +
-	"\xfd\xf9\xef\xea\x91b\x8d\xb1CZ\x1f\x14@M\x09\xf4" +
-	"\x9c\xbc\xfe\xe9\xa1}'~ i\x82\xb5\xdc&\x0cN" +
-	"d]\xd2N[\xef\xab\x1e\xd6e\xed=B\x94}\xe9" +
-	"\x89Sk\x0b\x99\x9f\xda\x0aN\xea=\xaa\xe0\xfd\xe1'" +
-	"\x13\x85o~\xfb\xb3\xe1\xa3r\x8c\x0d\xea\xa3\xca\xe7Q" +
-	"=K\x83Q\x10\xdaa0T\xb4Q\xf5\xaa\x07\xf2~" +
-	"e1\xed\xce9~\x1e\x90\xdb\xb8N\xd4d\x87DI" +
-	"\x8cL\x13\x13{\x0d\xa097$\xfe\xa2w\x80\x98\x10" +
-	"F4\xef\x84G\x940\x11\xe5\x90\xae\xba\xde|\x0ey" +
-	"\xa0\xe9\xc6\x94\xdbl\xad0t\xcc\x09\x8b\x0b\xfdy;" +
-	"\xed\xdb\xe5@j\\#\xd2@$R\xd3D\xd2\xe4\x90" +
-	"\xf70D\xc1\x92\x1b\x04^\xadLD0\x89\xc1$t" +
-	"\xe6\x9e\xb2\xc3\x85\xb4\xe3\xd7skq\xee\x040\x92\xb5" +
-	"\x10\xe2qbB7\x96\xab~e\xd1\x9ds:\x03\xf1" +
-	"\xa4\xbej?\xa4\x02\xf7\xe7m\x95\x89\xa8\xd3j\xd2\x0b" +
-	"}\xc3u\x82:\xa1$\xee\xdeQ\"\xd9\xcf!\x87\x19" +
-	"\x04\xb0\x13\xeap\xf0\x00\x91\xdc\xc3!'\x182\x9e]" +
-	"v\x02\xa4\x88!E\xc8.\xda\xa5\x9a\x13\xe0nB\x9e" +
-	"\x03\xdd\xadi\x13\xd4ag,\xd5N\x95\x1bj$\xef" +
-	"\x9fq\x82t\xad\x14\x06\x9b\xa4O\xe0'X;\x0b\xcc" +
-	"\xd6\x0a\xd4\xc2\x94\xbc\xc7H\x16V\x88\xd1\x18S&\x9e" +
-	"L'\xa4\xf8\xbe\x92\xc6\xff\xebO7\x9a>\xd2V\x7f" +
-	"D1\xd9\xc7!\xf73D\xc5J\xcd\x0b\x1d_-\x04" +
-	"\xba[\xaf5\x01\xdd\x84Ll\xb0\xfe|\xb3u\x99q" +
-	"2\x81\xea\xdf\xbe/\x8a\xf56\x0e\xb9\x93![)\x1c" +
-	"w\x8a!z4N@\xcf\x968\xf3\xb6o\xa8\xed\xdb" +
-	"\xaa\x8f:\x1c\xe6\x90\x07\x19\xa2\xc6]_\xf5\x11\xadO" +
-	"'\x01\x82\x10yn\xf1\x055\xf0M\x17\xf6Y\xbbT" +
-	"\x83\xa3 \x9a\\3\xa3(v\x9d\x1c \x929\x0e\xf9" +
-	"4C/\xfe\x8d\x1a\xbeO\xf5\x11\xc9\x09\x0e\x99g\xe8" +
-	"e\xff\xa8cF$\x9eQx\x0fs\xc8Y\x86\xb4W" +
-	"+\x95\xa8\xcbp\xbd\x10:1\xe8\x84\xcc\xb1R\xc5\x0e" +
-	"\xb1\x83\x18v\xd0\x1d\xf7|\xc6Q0\xb1\xe56mD" +
-	"}\xb4E\xbd9\xc4\xe6g\xb2>\xc4\xff\x02\x00\x00\xff" +
-	"\xff&\x17\xba\xc0"
+const schema_9b37a505c20c9683 = "x\xda\x84TMh$E\x14~_U\xf7\xf6\xe2\xf6" +
+	"8\xa9\xed\xf5\xb2\x10F\xd7\x116q7N6B$" +
+	"D2\xe8\xc4h0\xd05Qs\xf2\xd0I\xdadp" +
+	"\xd23t\xf7L\x0e\"\x83$\"x\x92\x80\x11\x13\xbc" +
+	"\x04\xf4\x10\x14\x83\x82\x92C\xd0\x04s\xf0\x100\x88\x07" +
+	"\xbdyP\xf1\x07\xf1\xe2\xdf!\xb6T\xcf\x7f\xa2\x9b[" +
+	"\xf1\xde\xab\xef\xaf^wf\x0bYm0\xf1\x80NL" +
+	"\x8e\xea\x17\xa2/k\xa3\xbb\xf7\xe7\x97WI\x98<Z" +
+	"Y7\x0f\xf4\xb7\x877\x89`\xbd\xc8\xb6\xad\x97\x99A" +
+	"d\xbd\xc4^\xb1\xbeR\xa7\xa8|\xfd\x83/\xde\x9aY" +
+	"x\xed\xcc\xf0\x1e\xdb\xb6\x0e\xe3\xe1}6a\xfd\x18\x0f" +
+	"G\xd9\xd9\xed\xda\x9b\x1f\xaf\x93\xb8\x0bD\x9aA4t" +
+	"\xcc\xee\x00i\xd1\x9f\xb5\xcc\x87\xdf\xbd\xb3\xb3A\xc2D" +
+	"\x1bF\x8f\xef\xef\xb2-k?>\xed\xb1eB\x14\xde" +
+	"}\xf4\xd8\xb7\xbf\xdc\xf7^\x07J\x1f\xefW(\xaf\xbf" +
+	"\xe1\xde\xbby\xd5\xfb\xa8\xa3#\xea\x9d\xcf\xa6\x7f;\x14" +
+	"\xd5\x9f\xbe\xfe/\xfc\xbf\xd9\x9a\x05\xaeN'1\xfe\xbb" +
+	"3\x7f\\\x1d\xfea\xe3\xfb:J<3\xf4,\xbf\x06" +
+	"\x82\xe5r5py\xf5\xe0\xd3\x87o\xac\xfcL\xd2\x04" +
+	"k\xa3\xe5\x0cNd}\xce\xd7\xac\xe3\x18\xed\x88\xbfO" +
+	"\x88\xc6^x\xf4\xd5\x9d\xc5\xd4\xaf\x1d\x9a\\\xed\xb2\xd2" +
+	"tO\xf8In\xf6\x9b\xdf\xffj\xf0@\xb5\xa6\xb4[" +
+	"\x8a\xe7im\x8cnFA\xe8\x84\xc1\xc0\x9c\x83\xb2W" +
+	"\x1e\xb1\xfdR5Y\x98w}\x1b\x90\x17\xb9N\xd4\xb2" +
+	"\x8b&\x92\x18\x9c$&\xfa\x0c\xa0\x155\x9a\xfc\xa2\xb7" +
+	"\x9f\x98\x10F\xb4\xe0\x86\xd3\x0a\x98\x88\xb2H\x96\x0b\xde" +
+	"B\x166\xd0\xcd6\xe1\x84\x8bI\xd7\xaf\xb3i1[" +
+	"3\x164\xf3\x17\xe2\x11bB7je\xbfT-\xcc" +
+	"\xbb\xdd0\xbc)Zi\x1eP4i\xdb\xf1\x9d\xa5\x80" +
+	"\xa8\x9bj\xdc\x0b}\xa3\xe0\x06u_\x1a\x91\x06\"\xd1" +
+	"w\x8bH\xa69d\x86A\x00W\xa0\x8a7G\x88\xe4" +
+	"u\x0e\x99cHy\xce\x92\x1b A\x0c\x09\xc2X\xd5" +
+	")V\xdc\x00w\x12l\x0e\xf4\xb4\xdf\x88\xa0\x8a\xdd\xb2" +
+	"\x94;en\xa0\xa1<\x9dw\x83d\xa5\x18\x06\xff\xa3" +
+	"\xbe\x19Y\xdav\x92\xcaB\xb7\x01\xd5\xc2i\xf9\x93\x0d" +
+	"\xa5\x0fv\xc8\x1fT\x9enp\xc8\x87\x18\xa2\xb9R\xc5" +
+	"\x0b]_=\x03z\xda\xfbO@\x0f!\x15\x13\x9c\xad" +
+	"\x9fc\xc3v|\xc3Y\x0a\xce\xd5\xa1\x8a\x19\x0e9\xca" +
+	"\x105\xee\xfaJ\x87h\x7f\xfb\x04\x08B\xe4\x15\xe6\x9e" +
+	"WA\xab\xaeI\x0c&\x9dZ\x94g\x9cb\x05\xae2" +
+	"or\xcd\x8c\xa2\x98u\xbc\x9fHf9\xe4\x93\x0c\xbd" +
+	"\xf8'j\xf0>q\x8dH\xe68\xa4\xcd\xd0\xcbNT" +
+	"\x99\x11\x89)\x15\xcb\xe3\x1c\xf2)\x86\xa4W)\x16\xe9" +
+	"\x82Q\xf0B\xe8\xc4\xa0\x13R\xcf\x15KN\x88K\xc4" +
+	"p\x89n\xbb_y7\xa8\x14C\x9c\xfb\x8ay7\xa5" +
+	"\x06\x03\xa9\xb5rJ(\x0d\x179\xe4\x15\xd6\x0e\xbf\xf5" +
+	"\xd3\xa8\x87\xffo\x00\x00\x00\xff\xff\xaf\xb3m\xba"
 
 func RegisterSchema(reg *schemas.Registry) {
 	reg.Register(&schemas.Schema{
 		String: schema_9b37a505c20c9683,
 		Nodes: []uint64{
 			0x8477522bb93c7fd3,
-			0x8bfad87c26543809,
 			0x9067579dd0b22870,
 			0x96b7997faa6240ff,
 			0x9ab0a6e5b3307ff7,
 			0xad25ece146cd2074,
 			0xb66e1a9b23659795,
-			0xd9995d9d0d8c8af4,
 			0xd9ea7611c5f053c4,
-			0xe5156a64b0b66222,
 			0xe69ae7371af657ac,
 			0xeb832c3dc0c28412,
 			0xee1f68b08a437b3f,

@@ -16,12 +16,12 @@ import (
 	"capnproto.org/go/capnp/v3"
 	"capnproto.org/go/capnp/v3/rpc"
 
-	"capstats/capnp/statsrpc"
+	"capstats/capnp/tubrpc"
 )
 
 type (
-	tubClient      = statsrpc.Tub
-	tubFetchParams = statsrpc.Tub_fetch_Params
+	tubClient      = tubrpc.Tub
+	tubFetchParams = tubrpc.Tub_fetch_Params
 )
 
 // Peer is the authenticated far end of an incoming connection. The methods
@@ -82,7 +82,7 @@ type Listener struct {
 	closed   bool
 
 	tlsConf  *tls.Config
-	boot     statsrpc.Tub // one restorer for every connection
+	boot     tubrpc.Tub // one restorer for every connection
 	sem      chan struct{}
 	wg       sync.WaitGroup
 	guesses  atomic.Int64
@@ -109,7 +109,7 @@ func Listen(addr string, id *Identity, opts *Options) (*Listener, error) {
 		sem:      make(chan struct{}, opts.maxHandshakes()),
 	}
 	l.tlsConf = l.serverTLS()
-	l.boot = statsrpc.Tub_ServerToClient(&restorer{l: l})
+	l.boot = tubrpc.Tub_ServerToClient(&restorer{l: l})
 	l.wg.Add(1)
 	go l.acceptLoop()
 	return l, nil
@@ -306,7 +306,7 @@ type restorer struct {
 // names nothing. It does not repeat the number.
 var ErrUnknownSwissnum = errors.New("no object with that swiss number")
 
-func (r *restorer) Fetch(ctx context.Context, call statsrpc.Tub_fetch) error {
+func (r *restorer) Fetch(ctx context.Context, call tubrpc.Tub_fetch) error {
 	swiss, err := call.Args().Swissnum()
 	if err != nil {
 		return err
