@@ -438,22 +438,43 @@ func TestInstallScript(t *testing.T) {
 	}
 	path := freshFixture(t)
 	root := worldReadableDir(t)
-	lib, plugins, conf := filepath.Join(root, "lib"), filepath.Join(root, "plugins"), filepath.Join(root, "conf")
-	for _, d := range []string{lib, plugins, conf} {
+	lib, plugins, conf, binDir := filepath.Join(root, "lib"), filepath.Join(root, "plugins"), filepath.Join(root, "conf"), filepath.Join(root, "bin")
+	for _, d := range []string{lib, plugins, conf, binDir} {
 		os.Mkdir(d, 0o755)
 	}
-	install := func(extra ...string) string {
+	// The "installed" binary: a copy this test may replace, as an upgrade does.
+	bin := filepath.Join(binDir, "tahoe_stats")
+	b, err := os.ReadFile(pluginBin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bin, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	dirs := func(plugins string) []string {
+		return []string{"--lib-dir", lib, "--plugins-dir", plugins, "--conf-dir", conf}
+	}
+	installIn := func(plugins, statsFile string, extra ...string) string {
 		t.Helper()
-		args := append([]string{"--lib-dir", lib, "--plugins-dir", plugins, "--conf-dir", conf, "--statsfile", path, "--bin", pluginBin}, extra...)
+		args := append(dirs(plugins), append([]string{"--statsfile", statsFile, "--bin", bin}, extra...)...)
 		stdout, stderr, err := runCmd(t, time.Minute, script, args...)
 		if err != nil {
 			t.Fatalf("install-munin.sh %v: %v\n%s%s", extra, err, stdout, stderr)
 		}
 		return stdout + stderr
 	}
-	linked := func() []string {
+	install := func(extra ...string) string { t.Helper(); return installIn(plugins, path, extra...) }
+	uninstall := func() string {
 		t.Helper()
-		entries, err := os.ReadDir(plugins)
+		stdout, stderr, err := runCmd(t, time.Minute, script, append(dirs(plugins), "--uninstall")...)
+		if err != nil {
+			t.Fatalf("install-munin.sh --uninstall: %v\n%s%s", err, stdout, stderr)
+		}
+		return stdout + stderr
+	}
+	linkedIn := func(dir string) []string {
+		t.Helper()
+		entries, err := os.ReadDir(dir)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -463,26 +484,49 @@ func TestInstallScript(t *testing.T) {
 		}
 		return names
 	}
-	f, _ := statsfile.Load(path)
-	var want []string
-	for _, g := range muninplugin.Graphs() {
-		if muninplugin.HasData(g, f) {
-			want = append(want, g.Name)
+	linked := func() []string { t.Helper(); return linkedIn(plugins) }
+	// hinted checks that the closing hint names a graph that is in dir.
+	hinted := func(out, dir string) {
+		t.Helper()
+		m := regexp.MustCompile(`Check with: munin-run (\S+) config`).FindStringSubmatch(out)
+		if m == nil {
+			t.Errorf("no closing hint naming a graph:\n%s", out)
+			return
+		}
+		if _, err := os.Lstat(filepath.Join(dir, m[1])); err != nil {
+			t.Errorf("the closing hint names %s, which is not linked: %v\n%s", m[1], err, out)
 		}
 	}
-	sort.Strings(want)
+	f, _ := statsfile.Load(path)
+	var withData []string
+	for _, g := range muninplugin.Graphs() {
+		if muninplugin.HasData(g, f) {
+			withData = append(withData, g.Name)
+		}
+	}
+	sort.Strings(withData)
+	all := append([]string{}, muninplugin.GraphNames()...)
+	sort.Strings(all)
+	if len(withData) == 0 || len(withData) == len(all) {
+		t.Fatalf("the fixture has data for %d of %d graphs; the test wants some but not all", len(withData), len(all))
+	}
 
+	// By default: every graph, the library entry a link to the binary.
 	out := install()
-	for _, w := range []string{"installed: " + filepath.Join(lib, "tahoe_"), "wrote: " + filepath.Join(conf, "tahoe_stats"), "linked: " + filepath.Join(plugins, "tahoe_storage_allocated"), "restart munin-node"} {
+	for _, w := range []string{"linked: " + filepath.Join(lib, "tahoe_") + " -> " + bin, "wrote: " + filepath.Join(conf, "tahoe_stats"), "linked: " + filepath.Join(plugins, "tahoe_storage_allocated"), "restart munin-node"} {
 		if !strings.Contains(out, w) {
 			t.Errorf("first install does not say %q:\n%s", w, out)
 		}
 	}
-	if got := linked(); strings.Join(got, " ") != strings.Join(want, " ") {
-		t.Errorf("linked %v, want %v", got, want)
+	hinted(out, plugins)
+	if got := linked(); strings.Join(got, " ") != strings.Join(all, " ") {
+		t.Errorf("linked %v, want all %v", got, all)
 	}
 	if target, _ := os.Readlink(filepath.Join(plugins, "tahoe_storage_allocated")); target != filepath.Join(lib, "tahoe_") {
 		t.Errorf("link target %q", target)
+	}
+	if target, err := os.Readlink(filepath.Join(lib, "tahoe_")); err != nil || target != bin {
+		t.Errorf("%s is not a link to %s: %q %v", filepath.Join(lib, "tahoe_"), bin, target, err)
 	}
 	confText, _ := os.ReadFile(filepath.Join(conf, "tahoe_stats"))
 	if !strings.Contains(string(confText), "[tahoe_*]\nenv.statsfile "+path+"\n") {
@@ -493,26 +537,66 @@ func TestInstallScript(t *testing.T) {
 	if strings.Contains(out, "installed:") || strings.Contains(out, "linked:") || strings.Contains(out, "wrote:") || strings.Contains(out, "removed:") {
 		t.Errorf("second run changed something:\n%s", out)
 	}
+	hinted(out, plugins)
+
+	// --uninstall removes it all; then --only-with-data links what has data.
+	out = uninstall()
+	if got := linked(); len(got) != 0 {
+		t.Errorf("--uninstall left %v:\n%s", got, out)
+	}
+	for _, p := range []string{filepath.Join(lib, "tahoe_"), filepath.Join(conf, "tahoe_stats")} {
+		if _, err := os.Lstat(p); err == nil {
+			t.Errorf("--uninstall left %s:\n%s", p, out)
+		}
+	}
+	if _, err := os.Stat(bin); err != nil {
+		t.Errorf("--uninstall removed the binary: %v", err)
+	}
+	out = install("--only-with-data")
+	if got := linked(); strings.Join(got, " ") != strings.Join(withData, " ") {
+		t.Errorf("--only-with-data linked %v, want %v", got, withData)
+	}
+	hinted(out, plugins)
+	// A stats file without data yet: nothing linked, and the hint says so
+	// rather than naming a graph that is not there.
+	empty := filepath.Join(root, "empty.json")
+	os.WriteFile(empty, []byte("{}\n"), 0o644)
+	emptyPlugins := filepath.Join(root, "plugins-empty")
+	os.Mkdir(emptyPlugins, 0o755)
+	out = installIn(emptyPlugins, empty, "--only-with-data")
+	if got := linkedIn(emptyPlugins); len(got) != 0 || strings.Contains(out, "Check with: munin-run") || !strings.Contains(out, "No graph is linked yet") {
+		t.Errorf("--only-with-data on an empty stats file: linked %v:\n%s", got, out)
+	}
+	os.RemoveAll(emptyPlugins)
+	install() // the conf file back to the fixture
+
 	// --all, then --multigraph (which replaces the links), then back.
 	install("--all")
-	if got := linked(); len(got) != 26 {
-		t.Errorf("--all linked %d graphs", len(got))
+	if got := linked(); len(got) != len(all) {
+		t.Errorf("--all linked %d graphs, want %d", len(got), len(all))
 	}
-	install("--multigraph")
+	out = install("--multigraph")
 	if got := linked(); strings.Join(got, " ") != "tahoe_multigraph" {
 		t.Errorf("--multigraph left %v", got)
 	}
-	if fi, err := os.Lstat(filepath.Join(plugins, "tahoe_multigraph")); err != nil || !fi.Mode().IsRegular() {
-		t.Errorf("tahoe_multigraph is not a copy: %v", err)
+	hinted(out, plugins)
+	if target, err := os.Readlink(filepath.Join(plugins, "tahoe_multigraph")); err != nil || target != bin {
+		t.Errorf("tahoe_multigraph is not a link to the binary: %q %v", target, err)
 	}
-	if out := install("--multigraph"); strings.Contains(out, "installed: "+filepath.Join(plugins, "tahoe_multigraph")) {
-		t.Errorf("second --multigraph reinstalled:\n%s", out)
+	if out := install("--multigraph"); strings.Contains(out, "linked: "+filepath.Join(plugins, "tahoe_multigraph")) {
+		t.Errorf("second --multigraph relinked:\n%s", out)
 	}
 	install()
-	if got := linked(); strings.Join(got, " ") != strings.Join(want, " ") { // the copy goes, the suggested links come back
+	if got := linked(); strings.Join(got, " ") != strings.Join(all, " ") { // tahoe_multigraph goes, the graphs come back
 		t.Errorf("after switching back: %v", got)
 	}
-	// Someone else's file is left alone.
+	// What older versions installed, copies of the binary, become links.
+	os.Remove(filepath.Join(lib, "tahoe_"))
+	os.WriteFile(filepath.Join(lib, "tahoe_"), b, 0o755)
+	if out := install(); !strings.Contains(out, "linked: "+filepath.Join(lib, "tahoe_")) {
+		t.Errorf("a copied tahoe_ was not replaced by a link:\n%s", out)
+	}
+	// Someone else's file is left alone, by install and by --uninstall.
 	os.Remove(filepath.Join(plugins, "tahoe_storage_allocated"))
 	os.WriteFile(filepath.Join(plugins, "tahoe_storage_allocated"), []byte("#!/bin/sh\n"), 0o755)
 	if out := install(); !strings.Contains(out, "skipped: "+filepath.Join(plugins, "tahoe_storage_allocated")) {
@@ -526,23 +610,52 @@ func TestInstallScript(t *testing.T) {
 	if confText, _ := os.ReadFile(filepath.Join(conf, "tahoe_stats")); !strings.HasSuffix(string(confText), "\nenv.statsfile "+path+"\nuser nobody\n") {
 		t.Errorf("conf file with --user:\n%s", confText)
 	}
+	// A conf file the script did not write (the Debian package's conffile,
+	// an operator's own) is kept.
+	own := "# mine\n[tahoe_*]\nenv.statsfile " + path + "\n"
+	os.WriteFile(filepath.Join(conf, "tahoe_stats"), []byte(own), 0o644)
+	if out := install(); !strings.Contains(out, "kept: "+filepath.Join(conf, "tahoe_stats")) {
+		t.Errorf("an operator's conf file was not kept:\n%s", out)
+	}
+	out = uninstall()
+	if b, _ := os.ReadFile(filepath.Join(conf, "tahoe_stats")); string(b) != own {
+		t.Errorf("an operator's conf file was changed: %q\n%s", b, out)
+	}
+	if got := linked(); strings.Join(got, " ") != "tahoe_storage_allocated" {
+		t.Errorf("--uninstall left %v, want only the foreign tahoe_storage_allocated", got)
+	}
+	os.Remove(filepath.Join(conf, "tahoe_stats"))
+	os.Remove(filepath.Join(plugins, "tahoe_storage_allocated"))
+
 	// Bad usage.
-	if _, stderr, err := runCmd(t, time.Minute, script, "--lib-dir", lib); err == nil || !strings.Contains(stderr, "--statsfile PATH is required") {
+	if _, stderr, err := runCmd(t, time.Minute, script, append(dirs(plugins), "--lib-dir", lib)...); err == nil || !strings.Contains(stderr, "--statsfile PATH is required") {
 		t.Errorf("missing --statsfile: %v %q", err, stderr)
 	}
-	if _, stderr, err := runCmd(t, time.Minute, script, "--statsfile", path, "--all", "--multigraph"); err == nil || !strings.Contains(stderr, "exclude each other") {
-		t.Errorf("--all --multigraph: %v %q", err, stderr)
+	for _, pair := range [][]string{{"--all", "--multigraph"}, {"--only-with-data", "--multigraph"}, {"--only-with-data", "--all"}, {"--uninstall", "--multigraph"}} {
+		if _, stderr, err := runCmd(t, time.Minute, script, append(dirs(plugins), "--statsfile", path, pair[0], pair[1])...); err == nil || !strings.Contains(stderr, "exclude each other") {
+			t.Errorf("%v: %v %q", pair, err, stderr)
+		}
 	}
 
 	// munin-run on what the script installed (its conf file has no "user"
 	// line: munin-run runs the plugin as nobody, which can read the
 	// fixture in its 0755 dir).
 	muninRun := muninTool(t, "munin-run")
-	os.Remove(filepath.Join(plugins, "tahoe_storage_allocated"))
 	install()
 	stdout, stderr, err := runCmd(t, time.Minute, muninRun, "--servicedir", plugins, "--sconfdir", conf, "tahoe_storage_allocated")
 	if err != nil || stdout != expected(t, "tahoe_storage_allocated", "", path) {
 		t.Errorf("munin-run after install: %v\n%s%s", err, stdout, stderr)
+	}
+	// An upgrade replaces the binary; the plugins run the new one with no
+	// re-run of the script.
+	tmp := bin + ".new"
+	os.WriteFile(tmp, []byte("#!/bin/sh\necho upgraded.value 1\n"), 0o755)
+	if err := os.Rename(tmp, bin); err != nil {
+		t.Fatal(err)
+	}
+	stdout, stderr, err = runCmd(t, time.Minute, muninRun, "--servicedir", plugins, "--sconfdir", conf, "tahoe_storage_allocated")
+	if err != nil || stdout != "upgraded.value 1\n" {
+		t.Errorf("munin-run after the binary was replaced: %v\n%s%s", err, stdout, stderr)
 	}
 }
 
