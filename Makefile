@@ -8,7 +8,7 @@ FUZZTIME  ?= 30s
 # go command can: a checkout with git; BUILDVCS=false turns it off.
 BUILDVCS  ?= auto
 
-.PHONY: all build test test-short generate bench demo run install lint fuzz deps clean
+.PHONY: all build test test-loaded test-short generate bench demo run install lint fuzz deps clean
 
 all: build
 
@@ -23,6 +23,11 @@ deps:
 test: deps
 	$(GO) vet ./...
 	$(GO) test -race -timeout 45m ./...
+
+# The same suite with one core kept busy by a bounded loop of its own:
+# the tests assert outcomes, not speed, so they hold on a loaded machine.
+test-loaded: deps
+	scripts/test-loaded.sh $(MAKE) --no-print-directory test
 
 test-short:
 	$(GO) test -short ./...

@@ -186,11 +186,10 @@ func TestOperatorPath(t *testing.T) {
 	g.signal(t, syscall.SIGKILL)
 	restarted := time.Now()
 	g2 := start(t, gathererBin, "run", "--basedir", gdir, "--interval", "1s")
-	took := testutil.WaitFor(t, "both nodes back after the restart", 30*time.Second, func() bool { return fresh(statsPath, restarted, ids...) })
+	// A bound to give up by; how fast nodes come back is benchmarked
+	// (bench.BenchmarkHandshakeStorm/restart).
+	took := testutil.WaitFor(t, "both nodes back after the restart", 2*time.Minute, func() bool { return fresh(statsPath, restarted, ids...) })
 	t.Logf("nodes back %s after the gatherer restart", took)
-	if took > 5*time.Second {
-		t.Errorf("nodes took %s to come back, want <= 5s", took)
-	}
 	if again, _ := os.ReadFile(furlPath); !bytes.Equal(again, furl) {
 		t.Errorf("furl changed across the restart:\n%s\n%s", furl, again)
 	}

@@ -133,6 +133,9 @@ func TestFailingProducers(t *testing.T) {
 	must(t, p.Register(ProducerFunc(func() stats.Map { return stats.Map{"ok.last": stats.Int(2)} })))
 	defer close(release)
 
+	// The producer errors and the single call of the blocked producer
+	// show what each round did; the durations are only bounds to give up
+	// by (a snapshot that waited for the stuck producer would never end).
 	check := func(round int, maxTook time.Duration, wantErrors int64, wantSlow bool) {
 		t.Helper()
 		start := time.Now()
@@ -152,11 +155,11 @@ func TestFailingProducers(t *testing.T) {
 		}
 	}
 	// Round 1 waits for the blocked producer up to the timeout.
-	check(1, timeout+time.Second, 2, false)
+	check(1, timeout+30*time.Second, 2, false)
 	// Round 2 skips it at once: its first call is still running.
 	before := runtime.NumGoroutine()
-	check(2, timeout/2+time.Second/2, 4, false)
-	check(3, timeout/2+time.Second/2, 6, false)
+	check(2, 30*time.Second, 4, false)
+	check(3, 30*time.Second, 6, false)
 	if n := blockedCalls.Load(); n != 1 {
 		t.Errorf("blocked producer called %d times while stuck, want 1", n)
 	}
@@ -212,8 +215,8 @@ func TestSnapshotHonoursContext(t *testing.T) {
 	defer cancel()
 	start := time.Now()
 	s := p.Snapshot(ctx)
-	if took := time.Since(start); took > 2*time.Second {
-		t.Fatalf("snapshot took %v past a 50ms context", took)
+	if took := time.Since(start); took > 30*time.Second {
+		t.Fatalf("snapshot took %v past a 50ms context (its producer timeout is an hour)", took)
 	}
 	if s.Counters.Map()[ProducerErrorsCounter] != stats.Int(1) {
 		t.Fatalf("abandoned producer not counted: %v", s.Counters)

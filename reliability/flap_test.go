@@ -12,17 +12,22 @@ import (
 
 	"capstats/gatherer"
 	"capstats/internal/fakenode"
+	"capstats/internal/testutil"
+	"capstats/statsfile"
 )
 
-// TestFlapping has 1,000 providers connect and disconnect for a minute,
-// some of them in the middle of a call, against an in-process gatherer;
-// afterwards its goroutines and heap return to where they were.
+// TestFlapping has 200 providers connect and disconnect 5 times each
+// against an in-process gatherer, a quarter of them in the middle of a
+// call every time. It asserts outcomes only, so that it holds on a busy
+// machine: every cycle completes, every node is in stats.json exactly
+// once and down, nothing is counted as connected, and the goroutines and
+// heap return to where they were. How many cycles a minute the gatherer
+// takes is bench.BenchmarkFlapping's business (BENCHMARKS.md).
 func TestFlapping(t *testing.T) {
 	if testing.Short() {
-		t.Skip("a minute of 1,000 flapping providers")
+		t.Skip("1,000 connect/disconnect cycles of 200 providers")
 	}
-	const providers = 1000
-	duration := 60 * time.Second
+	const providers, cycles = 200, 5
 	dir := filepath.Join(t.TempDir(), "g")
 	if err := gatherer.Create(dir, gatherer.CreateOptions{Hostname: "127.0.0.1"}); err != nil {
 		t.Fatal(err)
@@ -40,9 +45,10 @@ func TestFlapping(t *testing.T) {
 	time.Sleep(500 * time.Millisecond)
 	base, baseHeap := settle()
 
-	ctx, cancel := context.WithTimeout(context.Background(), duration)
+	// A bound to give up by, not a speed target: the cycles are counted.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	var cycles, midCall atomic.Int64
+	var done, midCall, dialFailures atomic.Int64
 	var wg sync.WaitGroup
 	for i := 0; i < providers; i++ {
 		wg.Add(1)
@@ -56,32 +62,47 @@ func TestFlapping(t *testing.T) {
 			} else {
 				p = fakenode.New(t, fakenode.AnswerWith(fakenode.SnapshotOf(10)))
 			}
-			for ctx.Err() == nil {
-				dctx, dcancel := context.WithTimeout(ctx, 10*time.Second)
+			for c := 0; c < cycles && ctx.Err() == nil; {
+				dctx, dcancel := context.WithTimeout(ctx, 30*time.Second)
+				calls := p.Calls()
 				conn, err := p.Attach(dctx, d.Furl, "flap")
 				dcancel()
 				if err != nil {
+					dialFailures.Add(1)
 					continue
 				}
-				select {
-				case <-time.After(time.Duration(rng.IntN(400)) * time.Millisecond):
-				case <-ctx.Done():
-				}
-				if slow && p.Calls() > 0 {
-					midCall.Add(1)
+				if slow {
+					// Hold the connection until a getStats hangs in it
+					// (provide polls at once), then drop it mid-call.
+					for p.Calls() == calls && ctx.Err() == nil {
+						time.Sleep(5 * time.Millisecond)
+					}
+					if p.Calls() > calls {
+						midCall.Add(1)
+					}
+				} else {
+					select {
+					case <-time.After(time.Duration(rng.IntN(400)) * time.Millisecond):
+					case <-ctx.Done():
+					}
 				}
 				conn.Close()
-				cycles.Add(1)
+				c++
+				done.Add(1)
 			}
 		}(uint64(i))
 	}
 	wg.Wait()
-	t.Logf("%d connect/disconnect cycles by %d providers, %d dropped mid-call", cycles.Load(), providers, midCall.Load())
-	if cycles.Load() < providers {
-		t.Errorf("only %d cycles in %s", cycles.Load(), duration)
+	t.Logf("%d connect/disconnect cycles by %d providers, %d dropped mid-call, %d dials failed and were retried",
+		done.Load(), providers, midCall.Load(), dialFailures.Load())
+	if ctx.Err() != nil {
+		t.Fatalf("gave up after %s with %d of %d cycles done", 5*time.Minute, done.Load(), providers*cycles)
+	}
+	if want := int64(providers / 4 * cycles); midCall.Load() != want {
+		t.Errorf("%d drops in the middle of a call, want %d", midCall.Load(), want)
 	}
 
-	deadline := time.Now().Add(30 * time.Second)
+	deadline := time.Now().Add(60 * time.Second)
 	for {
 		n, heap := settle()
 		if n <= base+5 && heap <= baseHeap+16<<20 {
@@ -97,6 +118,30 @@ func TestFlapping(t *testing.T) {
 	}
 	if c := d.Connected(); c != 0 {
 		t.Errorf("%d nodes still counted as connected", c)
+	}
+	// No node lost, none twice, all down, in a file that parses.
+	testutil.WaitFor(t, "a round to write every node down", 60*time.Second, func() bool {
+		f, err := statsfile.Load(filepath.Join(dir, gatherer.StatsFile))
+		if err != nil || len(f.Nodes) != providers {
+			return false
+		}
+		for _, n := range f.Nodes {
+			if n.Up {
+				return false
+			}
+		}
+		return true
+	})
+	f, err := statsfile.Load(filepath.Join(dir, gatherer.StatsFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	for _, n := range f.Nodes {
+		if seen[n.TubID] {
+			t.Errorf("node %s twice in stats.json", n.TubID)
+		}
+		seen[n.TubID] = true
 	}
 }
 
