@@ -291,7 +291,9 @@ func (g *Gatherer) poll(ctx context.Context, n *node, prov statsrpc.Provider, pe
 	fut, release := prov.GetStats(ctx, nil)
 	var snap stats.Snapshot
 	res, err := fut.Struct()
-	timedOut := ctx.Err() == context.DeadlineExceeded
+	// Only a call that failed for want of time timed out: a reply that
+	// made it just as the deadline passed is a success.
+	timedOut := errors.Is(err, context.DeadlineExceeded)
 	if err == nil {
 		var s statsrpc.Stats
 		if s, err = res.Stats(); err == nil {
