@@ -21,6 +21,8 @@ const (
 	PortFile     = "port"
 	FurlFile     = "stats_gatherer.furl"
 	StatsFile    = "stats.json"
+	// LockFile is flocked by a running gatherer (internal/lockfile).
+	LockFile = "gatherer.lock"
 )
 
 // CreateOptions say where a new gatherer listens and how nodes reach it:
@@ -39,7 +41,9 @@ type UsageError struct{ Msg string }
 
 func (e *UsageError) Error() string { return e.Msg }
 
-// IsEmptyDir reports whether dir is missing or an empty directory.
+// IsEmptyDir reports whether dir is missing or an empty directory. The lock
+// file does not count: `gatherer run` takes the lock before it creates a
+// gatherer in an empty basedir.
 func IsEmptyDir(dir string) (bool, error) {
 	entries, err := os.ReadDir(dir)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -48,7 +52,12 @@ func IsEmptyDir(dir string) (bool, error) {
 	if err != nil {
 		return false, fmt.Errorf("basedir %s: %w", dir, err)
 	}
-	return len(entries) == 0, nil
+	for _, e := range entries {
+		if e.Name() != LockFile {
+			return false, nil
+		}
+	}
+	return true, nil
 }
 
 // Create makes a new gatherer basedir: its key, location and port. It

@@ -12,15 +12,17 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/alecthomas/kong"
 
+	"capstats/internal/httpserve"
+	"capstats/internal/lockfile"
 	"capstats/internal/version"
 	"capstats/node"
 	"capstats/nodehttp"
@@ -80,6 +82,13 @@ func run(ctx context.Context, cli *CLI, log *slog.Logger, hup <-chan os.Signal) 
 	if err := makeBasedir(cli.Basedir); err != nil {
 		return err
 	}
+	// Before the key is read or made: two nodes on one basedir would each
+	// make a key, or evict each other from the gatherer every few seconds.
+	lock, err := lockfile.Acquire(filepath.Join(cli.Basedir, lockFile))
+	if err != nil {
+		return err
+	}
+	defer lock.Release()
 
 	p := node.NewProvider(&node.ProviderOptions{Logger: log})
 	stopBuiltins, err := node.RegisterBuiltins(p, nil)
@@ -119,7 +128,7 @@ func run(ctx context.Context, cli *CLI, log *slog.Logger, hup <-chan os.Signal) 
 		if err != nil {
 			return fmt.Errorf("--http: %w", err)
 		}
-		srv := &http.Server{Handler: nodehttp.Handler(p.Snapshot, nil), ReadHeaderTimeout: 10 * time.Second}
+		srv := httpserve.New(nodehttp.Handler(p.Snapshot, nil), httpserve.Options{Logger: log})
 		go srv.Serve(ln)
 		defer srv.Close()
 		log.Info("http serving", "url", "http://"+ln.Addr().String()+"/statistics?t=json")
@@ -142,6 +151,9 @@ func run(ctx context.Context, cli *CLI, log *slog.Logger, hup <-chan os.Signal) 
 	log.Info("node stopped")
 	return err
 }
+
+// lockFile, in the basedir, is flocked by a running node.
+const lockFile = "node.lock"
 
 // makeBasedir creates the base directory (mode 0700) if it is missing.
 func makeBasedir(dir string) error {

@@ -7,9 +7,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -21,6 +21,8 @@ import (
 	"capstats/capnp/tub"
 	"capstats/gatherer"
 	"capstats/gatherer/web"
+	"capstats/internal/httpserve"
+	"capstats/internal/lockfile"
 	"capstats/internal/version"
 	"capstats/statsfile"
 )
@@ -57,11 +59,11 @@ type CreateCmd struct {
 
 // RunCmd runs the gatherer.
 type RunCmd struct {
-	Interval   time.Duration `help:"Time between poll rounds." default:"60s"`
-	Timeout    time.Duration `help:"Timeout of one poll (default: the smaller of 30s and --interval)."`
-	WriteAfter time.Duration `help:"Longest a round waits for slow nodes before writing stats.json (default: the smaller of 5s and --timeout)." name:"write-after"`
-	Verbose    bool          `help:"Print connect/disconnect lines and a line per poll round." short:"v"`
-	HTTP       string        `help:"Serve /metrics (OpenMetrics, for Prometheus), /stats.json and a status page on this address, e.g. 127.0.0.1:8080 (off unless given)." name:"http" placeholder:"ADDR"`
+	Interval   time.Duration  `help:"Time between poll rounds (at least 1s)." default:"60s"`
+	Timeout    *time.Duration `help:"Timeout of one poll, at least 1s and at most --interval (default: the smaller of 30s and --interval)." placeholder:"DURATION"`
+	WriteAfter *time.Duration `help:"Longest a round waits for slow nodes before writing stats.json, at least 1s and at most --interval (default: the smaller of 5s and --timeout)." name:"write-after" placeholder:"DURATION"`
+	Verbose    bool           `help:"Print connect/disconnect lines and a line per poll round." short:"v"`
+	HTTP       string         `help:"Serve /metrics (OpenMetrics, for Prometheus), /stats.json and a status page on this address, e.g. 127.0.0.1:8080 (off unless given)." name:"http" placeholder:"ADDR"`
 }
 
 // FurlCmd prints the furl.
@@ -96,7 +98,57 @@ func trimNL(b []byte) []byte {
 	return b
 }
 
+// checkDurations refuses durations the gatherer cannot honour: zero or
+// negative ones used to fall back to defaults silently, and sub-second
+// ones make rounds back to back with fsync'd writes and kicked nodes.
+func (c *RunCmd) checkDurations() error {
+	check := func(flag string, d time.Duration) error {
+		if d < time.Second {
+			return &gatherer.UsageError{Msg: fmt.Sprintf("--%s %s: must be at least 1s", flag, d)}
+		}
+		if flag != "interval" && d > c.Interval {
+			return &gatherer.UsageError{Msg: fmt.Sprintf("--%s %s: must not be longer than --interval %s", flag, d, c.Interval)}
+		}
+		return nil
+	}
+	if err := check("interval", c.Interval); err != nil {
+		return err
+	}
+	if c.Timeout != nil {
+		if err := check("timeout", *c.Timeout); err != nil {
+			return err
+		}
+	}
+	if c.WriteAfter != nil {
+		if err := check("write-after", *c.WriteAfter); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// lockBasedir creates the basedir if it is missing and locks it, before
+// anything in it is read or written: a second gatherer on the same basedir
+// would overwrite the first one's stats.json and furl file.
+func lockBasedir(dir string) (*lockfile.Lock, error) {
+	fi, err := os.Stat(dir)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return nil, fmt.Errorf("create basedir: %w", err)
+		}
+	case err != nil:
+		return nil, fmt.Errorf("basedir: %w", err)
+	case !fi.IsDir():
+		return nil, fmt.Errorf("basedir %s is not a directory", dir)
+	}
+	return lockfile.Acquire(filepath.Join(dir, gatherer.LockFile))
+}
+
 func (c *RunCmd) Run(cli *CLI, log *slog.Logger) error {
+	if err := c.checkDurations(); err != nil {
+		return err
+	}
 	// Before anything is printed: whoever reads the furl may signal at once.
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
@@ -115,6 +167,11 @@ func (c *RunCmd) Run(cli *CLI, log *slog.Logger) error {
 			}
 		}
 	}()
+	lock, err := lockBasedir(cli.Basedir)
+	if err != nil {
+		return err
+	}
+	defer lock.Release()
 	empty, err := gatherer.IsEmptyDir(cli.Basedir)
 	if err != nil {
 		return err
@@ -130,11 +187,15 @@ func (c *RunCmd) Run(cli *CLI, log *slog.Logger) error {
 		verbose = os.Stdout
 	}
 	cfg := gatherer.Config{
-		Interval:   c.Interval,
-		Timeout:    c.Timeout,
-		WriteAfter: c.WriteAfter,
-		Logger:     log,
-		Verbose:    verbose,
+		Interval: c.Interval,
+		Logger:   log,
+		Verbose:  verbose,
+	}
+	if c.Timeout != nil {
+		cfg.Timeout = *c.Timeout
+	}
+	if c.WriteAfter != nil {
+		cfg.WriteAfter = *c.WriteAfter
 	}
 	// The HTTP listener comes first, so that a taken address fails the
 	// command before the furl is announced.
@@ -155,13 +216,11 @@ func (c *RunCmd) Run(cli *CLI, log *slog.Logger) error {
 		return err
 	}
 	fmt.Printf("StatsGatherer: %s\n", d.Furl)
-	log.Info("gatherer running", "tubid", d.Listener.TubID(), "listen", d.Listener.Addr().String(), "interval", c.Interval)
+	used := d.Gatherer.Config()
+	log.Info("gatherer running", "tubid", d.Listener.TubID(), "listen", d.Listener.Addr().String(),
+		"interval", used.Interval, "timeout", used.Timeout, "write_after", used.WriteAfter)
 	if httpLn != nil {
-		srv := &http.Server{
-			Handler:           web.New(d.Gatherer, web.Options{History: hist, Interval: c.Interval, Logger: log}),
-			ReadHeaderTimeout: 10 * time.Second,
-			ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
-		}
+		srv := httpserve.New(web.New(d.Gatherer, web.Options{History: hist, Interval: c.Interval, Logger: log}), httpserve.Options{Logger: log})
 		go srv.Serve(httpLn)
 		defer func() {
 			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

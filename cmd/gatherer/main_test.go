@@ -57,7 +57,15 @@ type daemon struct {
 
 func startRun(t *testing.T, args ...string) *daemon {
 	t.Helper()
-	cmd := exec.Command(testbin.Build(t, "gatherer"), args...)
+	return startRunWith(t, nil, args...)
+}
+
+// startRunWith starts the gatherer under a wrapper command (e.g. prlimit)
+// that execs it.
+func startRunWith(t *testing.T, wrapper []string, args ...string) *daemon {
+	t.Helper()
+	argv := append(append(wrapper, testbin.Build(t, "gatherer")), args...)
+	cmd := exec.Command(argv[0], argv[1:]...)
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)

@@ -1,0 +1,4 @@
+package gatherer
+
+// Config returns the configuration in use, defaults filled in.
+func (g *Gatherer) Config() Config { return g.cfg }
