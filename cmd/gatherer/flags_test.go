@@ -3,9 +3,9 @@ package main
 import (
 	"bytes"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
-	"os/exec"
 	"strings"
 	"syscall"
 	"testing"
