@@ -87,7 +87,7 @@ func TestOpenMetrics(t *testing.T) {
 	if code != 200 || h.Get("Content-Type") != openmetrics.ContentType {
 		t.Fatalf("%d %s", code, h.Get("Content-Type"))
 	}
-	if err := openmetrics.Validate(strings.NewReader(body)); err != nil {
+	if err := omtest.Validate(strings.NewReader(body)); err != nil {
 		t.Fatalf("%v\n%s", err, body)
 	}
 	for _, want := range []string{
@@ -110,7 +110,7 @@ func TestMetricsNegotiatedAndPromtoolClean(t *testing.T) {
 	if h.Get("Content-Type") != openmetrics.ContentType {
 		t.Errorf("Content-Type %q", h.Get("Content-Type"))
 	}
-	if err := openmetrics.Validate(strings.NewReader(body)); err != nil {
+	if err := omtest.Validate(strings.NewReader(body)); err != nil {
 		t.Error(err)
 	}
 	_, h, body = get(t, s.URL+"/metrics", "")

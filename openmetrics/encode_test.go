@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"capstats/openmetrics/omtest"
 	"capstats/stats"
 )
 
@@ -123,7 +124,7 @@ func TestEncoderRefusesClashes(t *testing.T) {
 	if n := strings.Count(out, " 1\n"); n != 2 {
 		t.Errorf("%d samples written, want 2 (x, g_total):\n%s", n, out)
 	}
-	if err := Validate(strings.NewReader(out)); err != nil {
+	if err := omtest.Validate(strings.NewReader(out)); err != nil {
 		t.Errorf("Validate: %v\n%s", err, out)
 	}
 	if e.Close() == nil {
@@ -166,7 +167,7 @@ func TestWriteNodesDropsClashesDuplicatesAndBadCounters(t *testing.T) {
 			t.Errorf("output has %q:\n%s", unwanted, out)
 		}
 	}
-	if err := Validate(strings.NewReader(out)); err != nil {
+	if err := omtest.Validate(strings.NewReader(out)); err != nil {
 		t.Errorf("Validate: %v\n%s", err, out)
 	}
 }
@@ -183,7 +184,7 @@ func TestNodeOrderAndQuantileOrder(t *testing.T) {
 	if i1 < 0 || !(i1 < i2 && i2 < i3) {
 		t.Errorf("samples not in node order, then quantile order:\n%s", out)
 	}
-	if err := Validate(strings.NewReader(out)); err != nil {
+	if err := omtest.Validate(strings.NewReader(out)); err != nil {
 		t.Error(err)
 	}
 	// The same input always gives the same bytes.

@@ -78,7 +78,7 @@ func TestPromtoolTextFormatIsClean(t *testing.T) {
 // Anything else it says is a real problem.
 func TestPromtoolOpenMetricsOnlyCounterHelp(t *testing.T) {
 	out := write(t, openmetrics.OpenMetrics, promFixture(false))
-	if err := openmetrics.Validate(bytes.NewReader(out)); err != nil {
+	if err := omtest.Validate(bytes.NewReader(out)); err != nil {
 		t.Fatal(err)
 	}
 	for _, p := range omtest.Promtool(t, out) {

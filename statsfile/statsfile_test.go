@@ -394,48 +394,6 @@ func checkUntouched(t *testing.T, dir string, old []byte) {
 	}
 }
 
-func TestWriteFileFailureAtEveryStep(t *testing.T) {
-	for _, step := range []string{"create", "write", "sync", "close", "rename"} {
-		t.Run(step, func(t *testing.T) {
-			dir := t.TempDir()
-			path := filepath.Join(dir, "stats.json")
-			old := []byte(originalJSON)
-			if err := os.WriteFile(path, old, 0o644); err != nil {
-				t.Fatal(err)
-			}
-			injected := errors.New("injected failure")
-			atomicfile.FaultHook = func(s string) error {
-				if s == step {
-					return injected
-				}
-				return nil
-			}
-			defer func() { atomicfile.FaultHook = nil }()
-			err := WriteFile(path, sample())
-			if !errors.Is(err, injected) || !strings.Contains(err.Error(), path) {
-				t.Errorf("err = %v, want the injected failure naming %s", err, path)
-			}
-			checkUntouched(t, dir, old)
-		})
-	}
-	// A failure after the rename: the new file is in place and complete.
-	dir := t.TempDir()
-	path := filepath.Join(dir, "stats.json")
-	atomicfile.FaultHook = func(s string) error {
-		if s == "syncdir" {
-			return errors.New("injected")
-		}
-		return nil
-	}
-	defer func() { atomicfile.FaultHook = nil }()
-	if err := WriteFile(path, sample()); err == nil {
-		t.Error("a failed directory fsync was not reported")
-	}
-	if got, err := Load(path); err != nil || len(got.Nodes) != 3 {
-		t.Errorf("after a failed directory fsync: %v, %v", got, err)
-	}
-}
-
 // Real failures, not injected ones; these work as root too, which ignores
 // directory permissions.
 func TestWriteFileRealFailures(t *testing.T) {

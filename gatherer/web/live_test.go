@@ -56,7 +56,7 @@ func TestLiveMetricsPassPromtool(t *testing.T) {
 	if resp.Header.Get("Content-Encoding") != "gzip" {
 		t.Error("/metrics not gzipped for a client that accepts gzip")
 	}
-	if err := openmetrics.Validate(strings.NewReader(om)); err != nil {
+	if err := omtest.Validate(strings.NewReader(om)); err != nil {
 		t.Errorf("OpenMetrics output invalid: %v\n%s", err, om)
 	}
 	if !strings.HasSuffix(om, "\n# EOF\n") {

@@ -152,7 +152,7 @@ func TestMetricsFromFile(t *testing.T) {
 		}
 	}
 	om := do(h, "GET", "/metrics?format=openmetrics").Body.String()
-	if err := openmetrics.Validate(strings.NewReader(om)); err != nil {
+	if err := omtest.Validate(strings.NewReader(om)); err != nil {
 		t.Errorf("%v\n%s", err, om)
 	}
 }

@@ -20,14 +20,15 @@ import (
 // (rename is only atomic within one file system).
 const tempInfix = ".tmp-"
 
-// FaultHook, when set by tests, is called before each step of Write
-// ("create", "write", "sync", "close", "rename", "syncdir") and makes that
-// step fail with the error it returns.
-var FaultHook func(step string) error
+// faultHook is the package's test seam (set through export_test.go): when
+// set, it is called before each step of Write ("create", "write", "sync",
+// "close", "rename", "syncdir") and makes that step fail with the error it
+// returns. Nothing outside this package's tests can set it.
+var faultHook func(step string) error
 
 func fault(step string) error {
-	if FaultHook != nil {
-		return FaultHook(step)
+	if faultHook != nil {
+		return faultHook(step)
 	}
 	return nil
 }

@@ -1,8 +1,11 @@
 package atomicfile
 
 import (
+	"bytes"
+	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 )
 
@@ -46,4 +49,67 @@ func TestCleanTempRemovesOnlyTempFiles(t *testing.T) {
 			t.Errorf("CleanTemp removed %s", n)
 		}
 	}
+}
+
+// untouched checks that dir holds only path, with the old contents.
+func untouched(t *testing.T, dir, path string, old []byte) {
+	t.Helper()
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	if !slices.Equal(names, []string{filepath.Base(path)}) {
+		t.Errorf("dir holds %v after a failed write, want only %s", names, filepath.Base(path))
+	}
+	cur, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(cur, old) {
+		t.Errorf("a failed write changed the old file")
+	}
+}
+
+// A failure at any step before the rename leaves the old file as it was
+// and no temp file behind; one after it leaves the new file complete.
+func TestWriteFailureAtEveryStep(t *testing.T) {
+	old, new := []byte("old contents\n"), []byte("new contents\n")
+	for _, step := range []string{"create", "write", "sync", "close", "rename"} {
+		t.Run(step, func(t *testing.T) {
+			dir := t.TempDir()
+			path := filepath.Join(dir, "stats.json")
+			if err := os.WriteFile(path, old, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			injected := errors.New("injected failure")
+			SetFaultHook(t, func(s string) error {
+				if s == step {
+					return injected
+				}
+				return nil
+			})
+			if err := Write(path, new, 0o644); !errors.Is(err, injected) {
+				t.Errorf("err = %v, want the injected failure", err)
+			}
+			untouched(t, dir, path, old)
+		})
+	}
+	t.Run("syncdir", func(t *testing.T) {
+		dir := t.TempDir()
+		path := filepath.Join(dir, "stats.json")
+		SetFaultHook(t, func(s string) error {
+			if s == "syncdir" {
+				return errors.New("injected")
+			}
+			return nil
+		})
+		if err := Write(path, new, 0o644); err == nil {
+			t.Error("a failed directory fsync was not reported")
+		}
+		untouched(t, dir, path, new)
+	})
 }

@@ -1,4 +1,4 @@
-package openmetrics
+package omtest
 
 import (
 	"bufio"
@@ -6,10 +6,18 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
 	"unicode/utf8"
+)
+
+// The names of the spec, checked here on their own rather than with the
+// encoder's functions, so that a bug there does not hide here.
+var (
+	metricName = regexp.MustCompile(`^[a-zA-Z_:][a-zA-Z0-9_:]*$`)
+	labelName  = regexp.MustCompile(`^[a-zA-Z_][a-zA-Z0-9_]*$`)
 )
 
 // Validate reads an OpenMetrics 1.0 text exposition and returns the first
@@ -19,8 +27,8 @@ import (
 // never interleaved or repeated, sample names that fit their family's type,
 // label syntax and escapes, no label set twice, quantile labels only on
 // summaries and canonical in [0, 1], counter totals neither NaN nor
-// negative. Tests use it on what Encoder writes; it is not a general
-// parser.
+// negative. Tests use it on what openmetrics.Encoder writes; it is not a
+// general parser, and no binary links it.
 func Validate(r io.Reader) error {
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
@@ -106,7 +114,7 @@ func (v *validator) meta(text string) error {
 	if !ok {
 		return fmt.Errorf("metadata line without a value")
 	}
-	if !ValidMetricName(name) {
+	if !metricName.MatchString(name) {
 		return fmt.Errorf("invalid metric name %q", name)
 	}
 	if name != v.fam {
@@ -168,7 +176,7 @@ func (v *validator) sample(text string) error {
 		return fmt.Errorf("sample without a value")
 	}
 	name := text[:end]
-	if !ValidMetricName(name) {
+	if !metricName.MatchString(name) {
 		return fmt.Errorf("invalid metric name %q", name)
 	}
 	rest := text[end:]
@@ -273,7 +281,7 @@ func parseLabels(s string, into map[string]string) (string, error) {
 			return "", fmt.Errorf("label without '='")
 		}
 		name := s[:eq]
-		if !ValidLabelName(name) {
+		if !labelName.MatchString(name) {
 			return "", fmt.Errorf("invalid label name %q", name)
 		}
 		if _, dup := into[name]; dup {
