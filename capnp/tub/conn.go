@@ -110,9 +110,13 @@ type codec struct {
 	dec *capnp.Decoder
 
 	// held is a framed Finish message that waits to go out with the next
-	// message (see outgoingMessage.Send).
-	mu   sync.Mutex
-	held []byte
+	// message (see outgoingMessage.Send), or alone once it has waited
+	// holdFor, when flush fires.
+	mu      sync.Mutex
+	held    []byte
+	holdFor time.Duration
+	flush   *time.Timer
+	closed  bool
 
 	closeOnce sync.Once
 	onClose   func() // run once the transport is closed; may be nil
@@ -121,8 +125,15 @@ type codec struct {
 func newCodec(nc net.Conn, maxSize uint64) *codec {
 	dec := capnp.NewDecoder(nc)
 	dec.MaxMessageSize = maxSize
-	return &codec{nc: nc, dec: dec}
+	return &codec{nc: nc, dec: dec, holdFor: heldFinishDelay}
 }
+
+// heldFinishDelay is how long a held Finish waits for the next message
+// before it is written alone, so that an idle connection does not keep the
+// peer's answer indefinitely. Connections polled in quick succession, for
+// which the hold saves a write per call, send their next call sooner; at the
+// default poll interval the Finish goes out alone, a write a minute.
+const heldFinishDelay = time.Second
 
 // msgWriter is a write buffer and an encoder writing into it, lent to one
 // Encode at a time.
@@ -142,7 +153,10 @@ func (c *codec) Encode(m *capnp.Message) error {
 	w := msgWriters.Get().(*msgWriter)
 	w.bw.Reset(c.nc)
 	_, err := w.bw.Write(c.held)
-	c.held = c.held[:0]
+	if len(c.held) > 0 {
+		c.held = c.held[:0]
+		c.flush.Stop()
+	}
 	if err == nil {
 		err = w.enc.Encode(m)
 	}
@@ -161,9 +175,38 @@ func (c *codec) hold(m *capnp.Message) error {
 		return err
 	}
 	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return nil // nothing will be written any more
+	}
+	first := len(c.held) == 0
 	c.held = append(c.held, b...)
-	c.mu.Unlock()
+	if first {
+		if c.flush == nil {
+			c.flush = time.AfterFunc(c.holdFor, c.flushHeld)
+		} else {
+			c.flush.Reset(c.holdFor)
+		}
+	}
 	return nil
+}
+
+// flushHeld writes the held messages when no other message has taken them
+// along in time.
+func (c *codec) flushHeld() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed || len(c.held) == 0 {
+		return
+	}
+	_, err := c.nc.Write(c.held)
+	c.held = c.held[:0]
+	if err != nil {
+		// Nobody is waiting for this write to report its error, and a
+		// frame cut short would garble what follows: end the connection,
+		// so that its reader stops and the RPC connection closes.
+		c.nc.Close()
+	}
 }
 
 func (c *codec) Decode() (*capnp.Message, error) {
@@ -179,7 +222,15 @@ func (c *codec) Decode() (*capnp.Message, error) {
 // Close is called by the RPC connection once, as it ends, whichever side
 // ended it; it then runs onClose.
 func (c *codec) Close() error {
+	// The connection is closed before taking the lock, so that a write
+	// blocked on a peer that does not read returns and lets go of it.
 	err := c.nc.Close()
+	c.mu.Lock()
+	c.closed = true
+	if c.flush != nil {
+		c.flush.Stop()
+	}
+	c.mu.Unlock()
 	c.closeOnce.Do(func() {
 		if c.onClose != nil {
 			c.onClose()
@@ -272,7 +323,7 @@ func Dial(ctx context.Context, f Furl, id *Identity, bootstrap capnp.Client, opt
 			}
 			continue
 		}
-		c, err := fetch(ctx, nc, f, bootstrap.AddRef(), opts)
+		c, err := fetch(ctx, newCodec(nc, opts.maxMessageSize()), f, bootstrap.AddRef(), opts)
 		if err != nil {
 			errs = append(errs, err)
 			continue
@@ -316,8 +367,8 @@ func dialTLS(ctx context.Context, addr, wantTubID string, id *Identity, opts *Op
 	return nc.(*tls.Conn), nil
 }
 
-func fetch(ctx context.Context, nc net.Conn, f Furl, bootstrap capnp.Client, opts *Options) (*Conn, error) {
-	cd := newCodec(nc, opts.maxMessageSize())
+func fetch(ctx context.Context, cd *codec, f Furl, bootstrap capnp.Client, opts *Options) (*Conn, error) {
+	nc := cd.nc
 	conn := rpc.NewConn(newTransport(cd), &rpc.Options{
 		BootstrapClient: bootstrap,
 		Logger:          rpcLogger{opts.logger()},

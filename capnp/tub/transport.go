@@ -46,9 +46,10 @@ func (o *outgoingMessage) Message() rpccp.Message { return o.msg }
 
 // Send writes the message, except for the Finish that go-capnp sends a
 // quarter of a second after each call returns: that one waits for the next
-// message on the connection. A Finish alone cost the gatherer a TLS record
-// and a write per poll, and the node a wake-up to read it; holding it only
-// keeps the node's copy of the answer until the next call. A Finish that
+// message on the connection, or heldFinishDelay when none comes. A Finish
+// alone cost the gatherer a TLS record and a write per poll, and the node a
+// wake-up to read it; holding it only keeps the node's copy of the answer
+// until the next call. A Finish that
 // cancels a call (releaseResultCaps set, sent the moment the call's context
 // ends) goes out at once.
 func (o *outgoingMessage) Send() error {

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"capnproto.org/go/capnp/v3"
 	rpccp "capnproto.org/go/capnp/v3/std/capnp/rpc"
@@ -118,28 +119,11 @@ func (c *countingConn) Write(b []byte) (int, error) {
 // next message instead of costing a write of its own; a Finish that
 // cancels a call is written at once. Both arrive, in order.
 func TestFinishWaitsForTheNextMessage(t *testing.T) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	accepted := make(chan net.Conn, 1)
-	go func() {
-		c, _ := l.Accept()
-		accepted <- c
-	}()
-	nc, err := net.Dial("tcp", l.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	peer := <-accepted
-	if peer == nil {
-		t.Fatal("accept failed")
-	}
-	defer peer.Close()
+	nc, peer := loopbackPair(t)
 	cc := &countingConn{Conn: nc}
-	tr := newTransport(newCodec(cc, 1<<20))
+	cd := newCodec(cc, 1<<20)
+	cd.holdFor = time.Hour // only the next message may take the Finish along
+	tr := newTransport(cd)
 
 	send := func(build func(rpccp.Message) error) {
 		t.Helper()
