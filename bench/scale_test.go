@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"capstats/capnp/tub"
-	"capstats/gatherer"
 )
 
 // maxProviders is the largest size the scale benchmarks run:
@@ -69,22 +68,22 @@ func benchPollRound(b *testing.B, n int) {
 	connectProviders(b, g, n)
 	connect := time.Since(start)
 	ctx := context.Background()
-	g.d.Round(ctx) // warm up: buffers, maps and the file at full size
+	g.d.Gatherer().Round(ctx) // warm up: buffers, maps and the file at full size
 	quiesce()
 	rss1, gr1 := rssKiB(b), runtime.NumGoroutine()
 	heap1, stack1 := memInUse()
 
 	stopProfiles := startProfiles(b, n)
-	m := g.d.Metrics()
-	writes0 := m.Writes.Load()
+	writes0 := g.d.Gatherer().Metrics().Writes
 	rounds, failed := 0, int64(0)
 	var writeSecs float64
 	cpu0 := cpuTime(b)
 	for b.Loop() {
-		g.d.Round(ctx)
+		g.d.Gatherer().Round(ctx)
 		rounds++
-		failed += int64(n) - m.LastRoundOK.Load()
-		writeSecs += gatherer.LoadFloat(&m.LastWriteSeconds)
+		m := g.d.Gatherer().Metrics()
+		failed += int64(n) - m.LastRoundOK
+		writeSecs += m.LastWriteSeconds
 	}
 	cpu := cpuTime(b) - cpu0
 	rssRound := rssKiB(b) // no GC: what the process holds right after a round
@@ -103,7 +102,7 @@ func benchPollRound(b *testing.B, n int) {
 	b.ReportMetric(float64(stack1-stack0)/1024/float64(n), "stack-KiB/provider")
 	b.ReportMetric(float64(gr1-gr0)/float64(n), "goroutines/provider")
 	b.ReportMetric(float64(fi.Size()), "file-bytes")
-	b.ReportMetric(float64(m.Writes.Load()-writes0)/float64(rounds), "writes/round")
+	b.ReportMetric(float64(g.d.Gatherer().Metrics().Writes-writes0)/float64(rounds), "writes/round")
 	b.ReportMetric(writeSecs*1000/float64(rounds), "write-ms")
 	b.ReportMetric(connect.Seconds(), "connect-s")
 }
@@ -255,8 +254,8 @@ func stormSteady(b *testing.B, g *harnessGatherer) int {
 	b.Helper()
 	quiesce()
 	steady := runtime.NumGoroutine()
-	g.d.Round(context.Background())
-	if ok := g.d.Metrics().LastRoundOK.Load(); ok != stormProviders {
+	g.d.Gatherer().Round(context.Background())
+	if ok := g.d.Gatherer().Metrics().LastRoundOK; ok != stormProviders {
 		b.Fatalf("after the storm a round polled %d of %d providers", ok, stormProviders)
 	}
 	return steady
@@ -279,14 +278,14 @@ func TestHarness(t *testing.T) {
 	raiseNofile(t, n+64)
 	g := startGatherer(t, t.TempDir(), nil)
 	lg := connectProviders(t, g, n, "-concurrency", "2")
-	m := g.d.Metrics()
-	writes := m.Writes.Load()
+	writes := g.d.Gatherer().Metrics().Writes
 	cpu0 := cpuTime(t)
-	g.d.Round(context.Background())
-	if ok := m.LastRoundOK.Load(); ok != n {
+	g.d.Gatherer().Round(context.Background())
+	m := g.d.Gatherer().Metrics()
+	if ok := m.LastRoundOK; ok != n {
 		t.Errorf("round: %d of %d ok", ok, n)
 	}
-	if w := m.Writes.Load() - writes; w != 1 {
+	if w := m.Writes - writes; w != 1 {
 		t.Errorf("round wrote the file %d times, want 1", w)
 	}
 	if cpuTime(t) <= cpu0 || rssKiB(t) <= 0 {
@@ -339,8 +338,8 @@ func TestHarnessRestart(t *testing.T) {
 	if _, _, err := g.polled.wait(n, 30*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	g.d.Round(context.Background())
-	if ok := g.d.Metrics().LastRoundOK.Load(); ok != n {
+	g.d.Gatherer().Round(context.Background())
+	if ok := g.d.Gatherer().Metrics().LastRoundOK; ok != n {
 		t.Errorf("round after restart: %d of %d ok", ok, n)
 	}
 }

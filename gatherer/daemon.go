@@ -1,6 +1,7 @@
 package gatherer
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -15,11 +16,18 @@ import (
 
 // Daemon is a running gatherer: its listener, its furl and the poller.
 type Daemon struct {
-	*Gatherer
 	Listener *tub.Listener
 	Furl     tub.Furl
 	Dir      string
+
+	g *Gatherer
 }
+
+// Gatherer returns the poller the daemon serves.
+func (d *Daemon) Gatherer() *Gatherer { return d.g }
+
+// Run polls until ctx is done; see Gatherer.Run.
+func (d *Daemon) Run(ctx context.Context) error { return d.g.Run(ctx) }
 
 // Start opens the gatherer living in dir: it loads the key, the stats file
 // and the furl (so nodes re-attach by themselves after a restart), listens,
@@ -86,7 +94,7 @@ func Start(dir string, cfg Config, opts *tub.Options) (*Daemon, error) {
 			return nil, fmt.Errorf("writing furl file: %w", err)
 		}
 	}
-	return &Daemon{Gatherer: g, Listener: ln, Furl: furl, Dir: dir}, nil
+	return &Daemon{g: g, Listener: ln, Furl: furl, Dir: dir}, nil
 }
 
 // loadSwissnum returns the swiss number saved in the furl file, or a new one
@@ -113,11 +121,11 @@ func loadSwissnum(path, tubID string) (string, error) {
 	return f.Swissnum, nil
 }
 
-// Close stops polling, closes every connection and writes the file a last
-// time.
+// Close stops the gatherer as Gatherer.Close does (polling ended, every
+// connection closed, the file written a last time), then closes the
+// listener. It returns the last write's error.
 func (d *Daemon) Close() error {
-	d.Gatherer.Close()
-	err := d.Write()
+	err := d.g.Close()
 	d.Listener.Close()
 	return err
 }

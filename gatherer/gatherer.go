@@ -102,7 +102,7 @@ type Gatherer struct {
 	closed bool
 
 	polls   sync.WaitGroup // polls and disconnect watchers in flight
-	metrics Metrics
+	metrics metrics
 }
 
 // New returns a gatherer that starts from the nodes in cfg.StatsFile. A

@@ -74,10 +74,10 @@ func TestProviderAppearsWithExactShape(t *testing.T) {
 	n, _ := fakenode.Connect(t, d.Furl, "storage 1", fakenode.AnswerWith(sample))
 	var entry map[string]any
 	testutil.WaitFor(t, "node in stats.json", 10*time.Second, func() bool {
-		entry = readStats(t, d.cfg.StatsFile)[n.TubID()]
+		entry = readStats(t, d.g.cfg.StatsFile)[n.TubID()]
 		return entry != nil && entry["timestamp"] != nil && entry["timestamp"] != json.Number("0")
 	})
-	raw, _ := os.ReadFile(d.cfg.StatsFile)
+	raw, _ := os.ReadFile(d.g.cfg.StatsFile)
 	for _, want := range []string{
 		`"storage_server.allocate":12`, `"load_monitor.avg_load":0.5`, `"node.uptime":42`,
 		`"storage_server.latencies.get.99_9_percentile":null`, `"nickname":"storage 1"`, `"up":true`,
@@ -109,12 +109,12 @@ func TestHungProviderDoesNotDelayOthers(t *testing.T) {
 	hung, hungConn := fakenode.Connect(t, d.Furl, "hung", nil)
 
 	testutil.WaitFor(t, "healthy written while hung is in flight", 10*time.Second, func() bool {
-		m := readStats(t, d.cfg.StatsFile)
+		m := readStats(t, d.g.cfg.StatsFile)
 		h := m[healthy.TubID()]
 		return h != nil && h["last_error"] == "" && h["timestamp"] != json.Number("0")
 	})
 	testutil.WaitFor(t, "hung node marked with the timeout", 10*time.Second, func() bool {
-		e := readStats(t, d.cfg.StatsFile)[hung.TubID()]
+		e := readStats(t, d.g.cfg.StatsFile)[hung.TubID()]
 		return e != nil && strings.Contains(e["last_error"].(string), "timed out")
 	})
 	// Three timeouts in a row close the connection; the node side sees it.
@@ -124,7 +124,7 @@ func TestHungProviderDoesNotDelayOthers(t *testing.T) {
 		t.Fatal("hung node's connection was not closed after repeated timeouts")
 	}
 	testutil.WaitFor(t, "hung node marked down", 10*time.Second, func() bool {
-		e := readStats(t, d.cfg.StatsFile)[hung.TubID()]
+		e := readStats(t, d.g.cfg.StatsFile)[hung.TubID()]
 		return e != nil && e["up"] == false
 	})
 	if !strings.Contains(verbose.String(), `disconnect "hung" [`+hung.TubID()+`]`) {
@@ -144,7 +144,7 @@ func TestHungProviderDoesNotDelayOthers(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	// The healthy node kept being polled all along.
-	if e := readStats(t, d.cfg.StatsFile)[healthy.TubID()]; e["up"] != true || e["last_error"] != "" {
+	if e := readStats(t, d.g.cfg.StatsFile)[healthy.TubID()]; e["up"] != true || e["last_error"] != "" {
 		t.Errorf("healthy node: %v", e)
 	}
 }
@@ -156,12 +156,12 @@ func TestDisconnectMarksDown(t *testing.T) {
 		return strings.Contains(verbose.String(), `connect "leaver" [`+n.TubID()+`]`)
 	})
 	testutil.WaitFor(t, "node up", 10*time.Second, func() bool {
-		e := readStats(t, d.cfg.StatsFile)[n.TubID()]
+		e := readStats(t, d.g.cfg.StatsFile)[n.TubID()]
 		return e != nil && e["up"] == true
 	})
 	nConn.Close()
 	testutil.WaitFor(t, "node down", 10*time.Second, func() bool {
-		e := readStats(t, d.cfg.StatsFile)[n.TubID()]
+		e := readStats(t, d.g.cfg.StatsFile)[n.TubID()]
 		return e != nil && e["up"] == false
 	})
 	if !strings.Contains(verbose.String(), `disconnect "leaver" [`+n.TubID()+`]`) {
@@ -171,7 +171,7 @@ func TestDisconnectMarksDown(t *testing.T) {
 		t.Errorf("no per-round line (nodes polled, ok, failed, time) in:\n%s", verbose)
 	}
 	// The entry and its last sample stay: entries are never dropped.
-	e := readStats(t, d.cfg.StatsFile)[n.TubID()]
+	e := readStats(t, d.g.cfg.StatsFile)[n.TubID()]
 	if e["stats"].(map[string]any)["counters"].(map[string]any)["storage_server.allocate"] != json.Number("12") {
 		t.Errorf("last sample lost: %v", e)
 	}
@@ -196,10 +196,10 @@ func TestReconnectReplacesOldConnection(t *testing.T) {
 		t.Fatal("old connection not closed when the same tub ID connected again")
 	}
 	testutil.WaitFor(t, "second connection polled", 10*time.Second, func() bool {
-		e := readStats(t, d.cfg.StatsFile)[first.TubID()]
+		e := readStats(t, d.g.cfg.StatsFile)[first.TubID()]
 		return second.Calls() > 0 && e != nil && e["nickname"] == "two" && e["up"] == true
 	})
-	if n := len(readStats(t, d.cfg.StatsFile)); n != 1 {
+	if n := len(readStats(t, d.g.cfg.StatsFile)); n != 1 {
 		t.Errorf("%d entries, want 1 per tub ID", n)
 	}
 }
@@ -226,14 +226,14 @@ func TestBadRepliesRecordedNodeStaysPolled(t *testing.T) {
 	} {
 		n.SetAnswer(fakenode.AnswerWith(c.snap))
 		testutil.WaitFor(t, "error "+c.want, 10*time.Second, func() bool {
-			e := readStats(t, d.cfg.StatsFile)[n.TubID()]
+			e := readStats(t, d.g.cfg.StatsFile)[n.TubID()]
 			return e != nil && strings.Contains(e["last_error"].(string), c.want)
 		})
 	}
 	// Still connected and polled: a good reply clears the error.
 	n.SetAnswer(fakenode.AnswerWith(sample))
 	testutil.WaitFor(t, "recovery", 10*time.Second, func() bool {
-		e := readStats(t, d.cfg.StatsFile)[n.TubID()]
+		e := readStats(t, d.g.cfg.StatsFile)[n.TubID()]
 		return e != nil && e["last_error"] == "" && e["up"] == true
 	})
 	select {
@@ -258,7 +258,7 @@ func TestOversizedMessageClosesOnlyThatNode(t *testing.T) {
 		t.Fatal("a reply over the message limit did not end the connection")
 	}
 	testutil.WaitFor(t, "error recorded", 10*time.Second, func() bool {
-		e := readStats(t, d.cfg.StatsFile)[bad.TubID()]
+		e := readStats(t, d.g.cfg.StatsFile)[bad.TubID()]
 		return e != nil && e["up"] == false && e["last_error"] != ""
 	})
 	goodCalls := good.Calls()
@@ -271,7 +271,7 @@ func TestNaNBecomesNull(t *testing.T) {
 		v.SetFloat([]float64{nan(), inf()}[i])
 	}))
 	testutil.WaitFor(t, "NaN written as null", 10*time.Second, func() bool {
-		e := readStats(t, d.cfg.StatsFile)[n.TubID()]
+		e := readStats(t, d.g.cfg.StatsFile)[n.TubID()]
 		if e == nil {
 			return false
 		}
@@ -289,16 +289,16 @@ func TestUnwritableDirKeepsOldFile(t *testing.T) {
 	var logs testutil.SyncBuffer
 	d, _ := startDaemon(t, Config{Interval: 300 * time.Millisecond, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	fakenode.Connect(t, d.Furl, "n", fakenode.AnswerWith(sample))
-	testutil.WaitFor(t, "first write", 10*time.Second, func() bool { return len(readStats(t, d.cfg.StatsFile)) == 1 })
-	before, _ := os.ReadFile(d.cfg.StatsFile)
-	dir := filepath.Dir(d.cfg.StatsFile)
+	testutil.WaitFor(t, "first write", 10*time.Second, func() bool { return len(readStats(t, d.g.cfg.StatsFile)) == 1 })
+	before, _ := os.ReadFile(d.g.cfg.StatsFile)
+	dir := filepath.Dir(d.g.cfg.StatsFile)
 	if out, err := exec.Command("chattr", "+i", dir).CombinedOutput(); err != nil {
 		t.Skipf("chattr +i not supported here: %v %s", err, out)
 	}
 	defer exec.Command("chattr", "-i", dir).Run()
-	fails := d.Metrics().WriteFailures.Load()
-	testutil.WaitFor(t, "a failed write", 10*time.Second, func() bool { return d.Metrics().WriteFailures.Load() > fails+1 })
-	now, _ := os.ReadFile(d.cfg.StatsFile)
+	fails := d.Gatherer().Metrics().WriteFailures
+	testutil.WaitFor(t, "a failed write", 10*time.Second, func() bool { return d.Gatherer().Metrics().WriteFailures > fails+1 })
+	now, _ := os.ReadFile(d.g.cfg.StatsFile)
 	if !bytes.Equal(before, now) {
 		t.Fatal("stats.json changed while its directory was unwritable")
 	}
@@ -306,8 +306,8 @@ func TestUnwritableDirKeepsOldFile(t *testing.T) {
 		t.Errorf("no log line for the failed write:\n%s", logs.String())
 	}
 	exec.Command("chattr", "-i", dir).Run()
-	writes := d.Metrics().Writes.Load()
-	testutil.WaitFor(t, "writes resume", 10*time.Second, func() bool { return d.Metrics().Writes.Load() > writes })
+	writes := d.Gatherer().Metrics().Writes
+	testutil.WaitFor(t, "writes resume", 10*time.Second, func() bool { return d.Gatherer().Metrics().Writes > writes })
 	matches, _ := filepath.Glob(filepath.Join(dir, ".*.tmp-*"))
 	if len(matches) != 0 {
 		t.Errorf("temp files left: %v", matches)
@@ -384,7 +384,7 @@ func TestRepeatedFailureLoggedOnce(t *testing.T) {
 	var logs testutil.SyncBuffer
 	d, _ := startDaemon(t, Config{Interval: 100 * time.Millisecond, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	n, _ := fakenode.Connect(t, d.Furl, "flaky", fakenode.Fail("disk on fire"))
-	testutil.WaitFor(t, "five failed polls", 20*time.Second, func() bool { return d.PollErrors(n.TubID()) >= 5 })
+	testutil.WaitFor(t, "five failed polls", 20*time.Second, func() bool { return d.Gatherer().PollErrors(n.TubID()) >= 5 })
 	if c := strings.Count(logs.String(), "poll failed"); c != 1 {
 		t.Errorf("%d warnings for 5 identical failures, want 1:\n%s", c, logs.String())
 	}
@@ -410,8 +410,8 @@ func TestNewNodePolledAtOnce(t *testing.T) {
 func TestOneCallInFlightPerNode(t *testing.T) {
 	d, _ := startDaemon(t, Config{Interval: 50 * time.Millisecond, Timeout: 5 * time.Second, WriteAfter: 20 * time.Millisecond})
 	hung, _ := fakenode.Connect(t, d.Furl, "hung", nil)
-	rounds := d.Metrics().Rounds.Load()
-	testutil.WaitFor(t, "ten rounds", 10*time.Second, func() bool { return d.Metrics().Rounds.Load() >= rounds+10 })
+	rounds := d.Gatherer().Metrics().Rounds
+	testutil.WaitFor(t, "ten rounds", 10*time.Second, func() bool { return d.Gatherer().Metrics().Rounds >= rounds+10 })
 	if c := hung.Calls(); c != 1 {
 		t.Fatalf("%d calls to a node whose first call has not returned, want 1", c)
 	}

@@ -3,9 +3,8 @@ package gatherer
 import (
 	"context"
 	"io/fs"
-	"math"
 	"os"
-	"sync/atomic"
+	"sync"
 	"time"
 
 	"capstats/statsfile"
@@ -13,21 +12,39 @@ import (
 
 var errNotExist = fs.ErrNotExist
 
-// Metrics are the gatherer's own health figures.
+// Metrics are the gatherer's own health figures, as of one moment.
 type Metrics struct {
-	Rounds           atomic.Int64
-	LastRoundSeconds atomic.Uint64 // math.Float64bits
-	Writes           atomic.Int64
-	WriteFailures    atomic.Int64
-	LastWriteSeconds atomic.Uint64 // math.Float64bits
-	LastWriteBytes   atomic.Int64
-	LastRoundPolled  atomic.Int64
-	LastRoundFailed  atomic.Int64
-	LastRoundOK      atomic.Int64
+	Rounds           int64   // poll rounds run
+	LastRoundSeconds float64 // how long the last round took
+	LastRoundPolled  int64   // nodes polled in the last round
+	LastRoundOK      int64   // of those, the ones whose poll succeeded by the write
+	LastRoundFailed  int64   // and the others
+	Writes           int64   // successful writes of the stats file
+	WriteFailures    int64   // failed writes (the previous file kept)
+	LastWriteSeconds float64 // how long the last write took, failed or not
+	LastWriteBytes   int64   // size of the file at the last successful write
 }
 
-// Metrics returns the gatherer's own counters.
-func (g *Gatherer) Metrics() *Metrics { return &g.metrics }
+// metrics holds the figures behind a mutex of their own, so that a
+// snapshot is consistent (LastRoundOK + LastRoundFailed = LastRoundPolled)
+// and reading them never waits for the gatherer's main lock.
+type metrics struct {
+	mu sync.Mutex
+	m  Metrics
+}
+
+func (m *metrics) update(f func(*Metrics)) {
+	m.mu.Lock()
+	f(&m.m)
+	m.mu.Unlock()
+}
+
+// Metrics returns a snapshot of the gatherer's own figures.
+func (g *Gatherer) Metrics() Metrics {
+	g.metrics.mu.Lock()
+	defer g.metrics.mu.Unlock()
+	return g.metrics.m
+}
 
 // Run polls every interval, starting at once, until ctx is done; then it
 // waits for the round in progress (whose calls time out), writes the file
@@ -85,11 +102,11 @@ func (g *Gatherer) Round(ctx context.Context) {
 	ok, failed := g.countRound(nodes)
 	g.Write()
 	took := time.Since(start)
-	g.metrics.Rounds.Add(1)
-	storeFloat(&g.metrics.LastRoundSeconds, took.Seconds())
-	g.metrics.LastRoundPolled.Store(int64(len(nodes)))
-	g.metrics.LastRoundOK.Store(int64(ok))
-	g.metrics.LastRoundFailed.Store(int64(failed))
+	g.metrics.update(func(m *Metrics) {
+		m.Rounds++
+		m.LastRoundSeconds = took.Seconds()
+		m.LastRoundPolled, m.LastRoundOK, m.LastRoundFailed = int64(len(nodes)), int64(ok), int64(failed)
+	})
 	g.verbose("round: %d nodes polled, %d ok, %d failed, %s", len(nodes), ok, failed, took.Round(time.Microsecond))
 }
 
@@ -128,22 +145,28 @@ func (g *Gatherer) Write() error {
 	f := g.File()
 	start := time.Now()
 	err := statsfile.WriteFile(g.cfg.StatsFile, f)
-	storeFloat(&g.metrics.LastWriteSeconds, time.Since(start).Seconds())
+	took := time.Since(start).Seconds()
 	if err != nil {
-		g.metrics.WriteFailures.Add(1)
+		g.metrics.update(func(m *Metrics) { m.WriteFailures++; m.LastWriteSeconds = took })
 		g.cfg.Logger.Error("writing stats file failed; the previous file is kept", "path", g.cfg.StatsFile, "err", err)
 		return err
 	}
-	g.metrics.Writes.Add(1)
-	if fi, err := os.Stat(g.cfg.StatsFile); err == nil {
-		g.metrics.LastWriteBytes.Store(fi.Size())
-	}
+	fi, statErr := os.Stat(g.cfg.StatsFile)
+	g.metrics.update(func(m *Metrics) {
+		m.Writes++
+		m.LastWriteSeconds = took
+		if statErr == nil {
+			m.LastWriteBytes = fi.Size()
+		}
+	})
 	return nil
 }
 
-// Close ends polling: it closes every node's connection and waits for the
-// calls in flight.
-func (g *Gatherer) Close() {
+// Close stops the gatherer: it ends polling, closes every node's
+// connection, waits for the calls in flight and writes the stats file a
+// last time (every node down), returning that write's error. Daemon.Close
+// means the same and also closes the listener.
+func (g *Gatherer) Close() error {
 	g.mu.Lock()
 	g.closed = true
 	for _, n := range g.nodes {
@@ -153,9 +176,5 @@ func (g *Gatherer) Close() {
 	}
 	g.mu.Unlock()
 	g.polls.Wait()
+	return g.Write()
 }
-
-func storeFloat(a *atomic.Uint64, f float64) { a.Store(math.Float64bits(f)) }
-
-// LoadFloat reads a float stored in one of the Metrics fields.
-func LoadFloat(a *atomic.Uint64) float64 { return math.Float64frombits(a.Load()) }

@@ -40,7 +40,7 @@ func (atDeadline) Ping(context.Context, statsrpc.Provider_ping) error { return n
 func TestReplyAtDeadlineIsNotATimeout(t *testing.T) {
 	d, _ := startDaemon(t, Config{Interval: time.Hour, MaxTimeouts: 3})
 	p, conn := fakenode.Connect(t, d.Furl, "late", fakenode.AnswerWith(sample))
-	g := d.Gatherer
+	g := d.Gatherer()
 	var n *node
 	testutil.WaitFor(t, "the first poll", 20*time.Second, func() bool {
 		g.mu.Lock()
@@ -87,7 +87,7 @@ func TestReplyAtDeadlineIsNotATimeout(t *testing.T) {
 func TestHungCallIsATimeout(t *testing.T) {
 	d, _ := startDaemon(t, Config{Interval: time.Hour, Timeout: 50 * time.Millisecond})
 	p, _ := fakenode.Connect(t, d.Furl, "hung", nil)
-	g := d.Gatherer
+	g := d.Gatherer()
 	testutil.WaitFor(t, "the first poll to time out", 20*time.Second, func() bool {
 		g.mu.Lock()
 		defer g.mu.Unlock()

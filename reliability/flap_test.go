@@ -116,7 +116,7 @@ func TestFlapping(t *testing.T) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	if c := d.Connected(); c != 0 {
+	if c := d.Gatherer().Connected(); c != 0 {
 		t.Errorf("%d nodes still counted as connected", c)
 	}
 	// No node lost, none twice, all down, in a file that parses.

@@ -181,7 +181,7 @@ func TestHalfOpenPeer(t *testing.T) {
 	defer func() { stopNode(); <-nodeDone }()
 
 	up := func() (bool, float64) {
-		for _, e := range d.File().Nodes {
+		for _, e := range d.Gatherer().File().Nodes {
 			if e.TubID == n.TubID() {
 				return e.Up, e.Timestamp
 			}

@@ -216,11 +216,11 @@ func (c *RunCmd) Run(cli *CLI, log *slog.Logger) error {
 		return err
 	}
 	fmt.Printf("StatsGatherer: %s\n", d.Furl)
-	used := d.Gatherer.Config()
+	used := d.Gatherer().Config()
 	log.Info("gatherer running", "tubid", d.Listener.TubID(), "listen", d.Listener.Addr().String(),
 		"interval", used.Interval, "timeout", used.Timeout, "write_after", used.WriteAfter)
 	if httpLn != nil {
-		srv := httpserve.New(web.New(d.Gatherer, web.Options{History: hist, Interval: c.Interval, Logger: log}), httpserve.Options{Logger: log})
+		srv := httpserve.New(web.New(d.Gatherer(), web.Options{History: hist, Interval: c.Interval, Logger: log}), httpserve.Options{Logger: log})
 		go srv.Serve(httpLn)
 		defer func() {
 			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

@@ -116,7 +116,7 @@ func TestStatusPageInChromium(t *testing.T) {
 	gamma.conn.Close()
 	beta.setFail("disk on fire")
 	testutil.WaitFor(t, "gamma down and beta failing", 15*time.Second, func() bool {
-		for _, n := range l.d.File().Nodes {
+		for _, n := range l.d.Gatherer().File().Nodes {
 			if n.TubID == gamma.id.TubID() && n.Up || n.TubID == beta.id.TubID() && !strings.Contains(n.LastError, "disk on fire") {
 				return false
 			}
@@ -125,7 +125,7 @@ func TestStatusPageInChromium(t *testing.T) {
 	})
 
 	dom := string(runChromium(t, "--dump-dom", l.srv.URL+"/"))
-	file := l.d.File()
+	file := l.d.Gatherer().File()
 	rows := rowRE.FindAllStringSubmatch(dom, -1)
 	if len(rows) != len(file.Nodes) {
 		t.Fatalf("%d node rows in the rendered page, want %d:\n%s", len(rows), len(file.Nodes), dom)

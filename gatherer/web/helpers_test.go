@@ -93,7 +93,7 @@ func startLive(t *testing.T, interval time.Duration, ho HistoryOptions) *live {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { d.Run(ctx); close(done) }()
-	srv := httptest.NewServer(New(d.Gatherer, Options{History: hist, Interval: interval}))
+	srv := httptest.NewServer(New(d.Gatherer(), Options{History: hist, Interval: interval}))
 	t.Cleanup(func() { srv.Close(); cancel(); <-done; d.Close() })
 	return &live{d: d, hist: hist, srv: srv}
 }

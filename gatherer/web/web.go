@@ -35,7 +35,7 @@ type Source interface {
 	// File returns the current contents of the stats file.
 	File() *statsfile.File
 	// Metrics returns the gatherer's own figures.
-	Metrics() *gatherer.Metrics
+	Metrics() gatherer.Metrics
 	// PollErrors returns how many polls of a node have failed.
 	PollErrors(tubID string) int64
 	// Connected returns how many nodes are connected.
@@ -220,18 +220,18 @@ func (h *Handler) WriteMetrics(e *openmetrics.Encoder) {
 
 	gauge(MetricNodesConnected, "Nodes connected to the gatherer now.", stats.Int(int64(h.src.Connected())))
 	gauge(MetricNodes, "Nodes the gatherer knows of, connected or not (entries in stats.json).", stats.Int(int64(len(file.Nodes))))
-	counter(MetricRounds, "Poll rounds run since the gatherer started.", m.Rounds.Load())
-	rounds := m.Rounds.Load() > 0
-	gauge(MetricRoundDuration, "How long the last poll round took, from its start to the stats file written.", floatIf(rounds, gatherer.LoadFloat(&m.LastRoundSeconds)))
+	counter(MetricRounds, "Poll rounds run since the gatherer started.", m.Rounds)
+	rounds := m.Rounds > 0
+	gauge(MetricRoundDuration, "How long the last poll round took, from its start to the stats file written.", floatIf(rounds, m.LastRoundSeconds))
 	if e.Family(MetricRoundNodes, openmetrics.Gauge, "Nodes polled in the last round, by result (a poll still running at the write counts as failed).") {
-		e.Sample(openmetrics.NewLabelSet(openmetrics.Label{Name: "result", Value: "ok"}), stats.Int(m.LastRoundOK.Load()))
-		e.Sample(openmetrics.NewLabelSet(openmetrics.Label{Name: "result", Value: "failed"}), stats.Int(m.LastRoundFailed.Load()))
+		e.Sample(openmetrics.NewLabelSet(openmetrics.Label{Name: "result", Value: "ok"}), stats.Int(m.LastRoundOK))
+		e.Sample(openmetrics.NewLabelSet(openmetrics.Label{Name: "result", Value: "failed"}), stats.Int(m.LastRoundFailed))
 	}
-	counter(MetricWrites, "Successful writes of the stats file since the gatherer started.", m.Writes.Load())
-	counter(MetricWriteFailures, "Failed writes of the stats file since the gatherer started (the previous file is kept).", m.WriteFailures.Load())
-	wrote := m.Writes.Load()+m.WriteFailures.Load() > 0
-	gauge(MetricWriteDuration, "How long the last write of the stats file took.", floatIf(wrote, gatherer.LoadFloat(&m.LastWriteSeconds)))
-	if b := m.LastWriteBytes.Load(); b > 0 { // only once the gatherer records it
+	counter(MetricWrites, "Successful writes of the stats file since the gatherer started.", m.Writes)
+	counter(MetricWriteFailures, "Failed writes of the stats file since the gatherer started (the previous file is kept).", m.WriteFailures)
+	wrote := m.Writes+m.WriteFailures > 0
+	gauge(MetricWriteDuration, "How long the last write of the stats file took.", floatIf(wrote, m.LastWriteSeconds))
+	if b := m.LastWriteBytes; b > 0 { // only once the gatherer records it
 		gauge(MetricStatsFileBytes, "Size of the stats file at the last write.", stats.Int(b))
 	}
 

@@ -25,7 +25,7 @@ type fakeSource struct {
 }
 
 func (f *fakeSource) File() *statsfile.File         { return f.file }
-func (f *fakeSource) Metrics() *gatherer.Metrics    { return &f.metrics }
+func (f *fakeSource) Metrics() gatherer.Metrics     { return f.metrics }
 func (f *fakeSource) PollErrors(tubID string) int64 { return f.errors[tubID] }
 func (f *fakeSource) Connected() int {
 	c := 0
@@ -113,9 +113,9 @@ func TestRoutes(t *testing.T) {
 
 func TestMetricsFromFile(t *testing.T) {
 	src := fixtureSource()
-	src.metrics.Rounds.Store(7)
-	src.metrics.Writes.Store(6)
-	src.metrics.WriteFailures.Store(1)
+	src.metrics.Rounds = 7
+	src.metrics.Writes = 6
+	src.metrics.WriteFailures = 1
 	h := newTestHandler(src, nil)
 	w := do(h, "GET", "/metrics")
 	text := w.Body.String()
