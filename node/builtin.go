@@ -4,16 +4,18 @@ import (
 	"runtime"
 	"time"
 
+	"capstats/internal/clock"
 	"capstats/stats"
 )
 
 // Uptime returns a producer of node.uptime, the seconds elapsed since the
-// call to Uptime, read from clock (nil means the system clock).
-func Uptime(clock Clock) Producer {
-	clock = clockOr(clock)
-	start := clock.Now()
+// call to Uptime.
+func Uptime() Producer { return uptime(clock.System) }
+
+func uptime(c clock.Clock) Producer {
+	start := c.Now()
 	return ProducerFunc(func() stats.Map {
-		return stats.Map{"node.uptime": stats.Float(clock.Now().Sub(start).Seconds())}
+		return stats.Map{"node.uptime": stats.Float(c.Now().Sub(start).Seconds())}
 	})
 }
 
@@ -37,15 +39,14 @@ func GoRuntime() Producer {
 
 // RegisterBuiltins registers the producers every node reports: node.uptime
 // (from now), a started CPUMonitor and GoRuntime. stop stops the CPU
-// monitor. The load monitor is a Node's business (it runs only with a
-// gatherer) and a StorageMonitor needs a directory: register those apart.
-func RegisterBuiltins(p *Provider, clock Clock) (stop func(), err error) {
-	cpu := NewCPUMonitor(&CPUMonitorOptions{Clock: clock})
-	for _, pr := range []Producer{Uptime(clock), cpu, GoRuntime()} {
-		if err := p.Register(pr); err != nil {
-			return func() {}, err
-		}
+// monitor. The load monitor is a Node's (Config.LoadMonitor: it runs
+// only with a gatherer) and a StorageMonitor needs a directory: register
+// those apart.
+func RegisterBuiltins(p *Provider) (stop func()) {
+	cpu := NewCPUMonitor(CPUMonitorOptions{})
+	for _, pr := range []Producer{Uptime(), cpu, GoRuntime()} {
+		p.Register(pr) // none is nil
 	}
 	cpu.Start()
-	return cpu.Stop, nil
+	return cpu.Stop
 }

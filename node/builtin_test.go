@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"capstats/internal/clock/clocktest"
 	"capstats/stats"
 )
 
@@ -20,8 +21,8 @@ func near(v stats.Value, want float64) bool {
 }
 
 func TestUptime(t *testing.T) {
-	c := newFakeClock()
-	u := Uptime(c)
+	c := clocktest.New()
+	u := uptime(c)
 	c.Advance(90 * time.Second)
 	if got := u.Stats()["node.uptime"]; !near(got, 90) {
 		t.Fatalf("node.uptime = %v, want 90", got)
@@ -41,9 +42,9 @@ func TestGoRuntime(t *testing.T) {
 }
 
 func TestLoadMonitor(t *testing.T) {
-	c := newFakeClock()
+	c := clocktest.New()
 	log, logs := bufLogger(-8)
-	m := NewLoadMonitor(c, log)
+	m := newLoadMonitor(c, log)
 	if s := m.Stats(); !near(s["load_monitor.avg_load"], 0) || !near(s["load_monitor.max_load"], 0) {
 		t.Fatalf("without samples: %v", s)
 	}
@@ -79,7 +80,7 @@ func TestLoadMonitor(t *testing.T) {
 }
 
 func TestLoadMonitorStopBeforeStart(t *testing.T) {
-	m := NewLoadMonitor(newFakeClock(), quietLogger())
+	m := NewLoadMonitor(LoadMonitorOptions{Logger: quietLogger()})
 	m.Stop()
 	m.Start() // does nothing once stopped
 	m.Stop()
@@ -112,9 +113,10 @@ func (f *fakeCPU) set(v time.Duration) {
 }
 
 func TestCPUMonitor(t *testing.T) {
-	c := newFakeClock()
+	c := clocktest.New()
 	cpu := &fakeCPU{values: []time.Duration{0}}
-	m := NewCPUMonitor(&CPUMonitorOptions{Clock: c, CPUTime: cpu.now})
+	m := NewCPUMonitor(CPUMonitorOptions{})
+	m.clock, m.cpu = c, cpu.now
 	m.Start()
 	defer m.Stop()
 	c.WaitTimers(t, 1) // the first sample, at start, is taken
@@ -175,7 +177,7 @@ func TestCPUMonitor(t *testing.T) {
 }
 
 func TestCPUMonitorReal(t *testing.T) {
-	m := NewCPUMonitor(nil)
+	m := NewCPUMonitor(CPUMonitorOptions{})
 	s := m.Stats()
 	if v := s["cpu_monitor.total"]; v.Kind() != stats.KindFloat || v.Float() <= 0 {
 		t.Fatalf("cpu_monitor.total from getrusage = %v", v)
@@ -194,8 +196,9 @@ func TestStorageMonitor(t *testing.T) {
 	}
 	must(t, os.Symlink(filepath.Join(dir, "a"), filepath.Join(dir, "link"))) // not counted twice
 
-	c := newFakeClock()
-	m := NewStorageMonitor(dir, &StorageOptions{Clock: c, Logger: quietLogger(), Reserved: 4096})
+	c := clocktest.New()
+	m := NewStorageMonitor(dir, StorageOptions{Logger: quietLogger(), Reserved: 4096})
+	m.clock = c
 	if s := m.Stats(); !s["storage_server.consumed"].IsNull() {
 		t.Fatalf("consumed before any scan: %v", s["storage_server.consumed"])
 	}
@@ -236,7 +239,7 @@ func TestStorageMonitor(t *testing.T) {
 }
 
 func TestStorageMonitorFailures(t *testing.T) {
-	m := NewStorageMonitor(filepath.Join(t.TempDir(), "missing"), &StorageOptions{Logger: quietLogger()})
+	m := NewStorageMonitor(filepath.Join(t.TempDir(), "missing"), StorageOptions{Logger: quietLogger()})
 	if _, err := m.Scan(context.Background()); err == nil {
 		t.Fatal("scan of a missing directory succeeded")
 	}
@@ -248,7 +251,7 @@ func TestStorageMonitorFailures(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if _, err := NewStorageMonitor(t.TempDir(), nil).Scan(ctx); !errors.Is(err, context.Canceled) {
+	if _, err := NewStorageMonitor(t.TempDir(), StorageOptions{}).Scan(ctx); !errors.Is(err, context.Canceled) {
 		t.Fatalf("cancelled scan: %v", err)
 	}
 }

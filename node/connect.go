@@ -173,7 +173,7 @@ func (s *tubSession) Close() error {
 // dialTub connects over the tub and calls provide(provider, nickname)
 // without waiting for the reply.
 func (n *Node) dialTub(ctx context.Context, f tub.Furl, l *link) (session, error) {
-	conn, err := tub.Dial(ctx, f, n.id, capnp.Client{}, n.cfg.Tub)
+	conn, err := tub.Dial(ctx, f, n.id, capnp.Client{}, &n.topts)
 	if err != nil {
 		return nil, err
 	}
@@ -196,52 +196,10 @@ func (n *Node) dialTub(ctx context.Context, f tub.Furl, l *link) (session, error
 	return s, nil
 }
 
-// outcome is how a connection attempt or an established connection ended.
-type outcome int
-
-const (
-	outStopped       outcome = iota // ctx done
-	outTargetChanged                // a new furl, or none: go on at once
-	outConnected                    // attempt: connected
-	outFailed                       // could not connect, or the connection ended before it was established
-	outDropped                      // an established connection ended
-)
-
-// change is what a poke of the target mailbox meant.
-type change int
-
-const (
-	changeNone   change = iota
-	changeTarget        // a different furl, or none
-	changeKick          // the same furl, re-read on request: retry now
-)
-
-// connectLoop connects, serves, and reconnects with backoff for as long as
-// ctx lives. It logs a line per change of state, not per attempt.
+// connectLoop keeps a Reconnector on the configured furl for as long as
+// ctx lives, replacing it when the furl changes.
 func (n *Node) connectLoop(ctx context.Context) {
-	bo := NewBackoff(n.cfg.MaxBackoff, n.cfg.Norm)
-	unknown := n.cfg.LivenessTimeout
 	cur, gen := n.currentTarget()
-	failing := false // the first failure of a streak has been logged
-
-	follow := func() change {
-		t, g := n.currentTarget()
-		switch {
-		case t == nil && cur == nil:
-			return changeNone
-		case t == nil || cur == nil || t.text != cur.text:
-			cur, gen = t, g
-			bo.Reset()
-			unknown = n.cfg.LivenessTimeout
-			failing = false
-			return changeTarget
-		case g != gen:
-			gen = g
-			return changeKick
-		}
-		return changeNone
-	}
-
 	for {
 		if cur == nil {
 			n.setConnected(false, "")
@@ -249,114 +207,106 @@ func (n *Node) connectLoop(ctx context.Context) {
 			case <-ctx.Done():
 				return
 			case <-n.targetCh:
-				follow()
+				cur, gen = n.currentTarget()
 			}
 			continue
 		}
 		n.startLoadMonitor()
 
-		sess, l, out, err := n.attempt(ctx, cur, follow)
-		if out == outConnected {
-			n.log.Info("connected to stats gatherer", "gatherer", cur.furl.Redacted())
-			failing = false
-			n.setConnected(true, "")
-			out, err = n.serve(ctx, sess, l, &unknown, follow)
+		tctx, cancel := context.WithCancel(ctx)
+		rl := &retryLog{n: n}
+		r := tub.NewReconnector(n.attempter(cur), tub.ReconnectOptions{
+			Backoff: tub.Backoff{Max: n.cfg.MaxBackoff, Jitter: n.jitter},
+			OnRetry: rl.report,
+			Clock:   n.clock,
+		})
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			r.Run(tctx)
+		}()
+	watch:
+		for {
+			select {
+			case <-ctx.Done():
+				cancel()
+				<-done
+				return
+			case <-n.targetCh:
+				t, g := n.currentTarget()
+				switch {
+				case t == nil || t.text != cur.text:
+					cur, gen = t, g
+					break watch
+				case g != gen:
+					// The same furl, re-read on request: retry now if
+					// waiting.
+					gen = g
+					r.RetryNow()
+				}
+			}
 		}
-		switch out {
-		case outStopped:
-			return
-		case outTargetChanged:
-			continue
-		case outDropped:
-			bo.Reset()
-		}
-		d := bo.Next()
-		n.setConnected(false, err.Error())
-		retry := d.Round(time.Millisecond)
-		switch {
-		case out == outDropped:
-			n.log.Warn("connection to stats gatherer lost; reconnecting", "error", err, "retry_in", retry)
-			failing = true // the drop is this streak's one line
-		case !failing:
-			n.log.Warn("cannot connect to stats gatherer; will keep trying", "error", err, "retry_in", retry)
-			failing = true
-		default:
-			n.log.Debug("cannot connect to stats gatherer", "error", err, "retry_in", retry)
-		}
-		if n.sleep(ctx, d, follow) == outStopped {
-			return
-		}
+		cancel()
+		<-done
 	}
 }
 
-// attempt dials cur, giving up when ctx is done or the target changes.
-func (n *Node) attempt(ctx context.Context, cur *target, follow func() change) (session, *link, outcome, error) {
+// attempter returns the Reconnector's attempt for cur: dial, then serve
+// the connection until it ends. How long the gatherer may stay silent
+// before it has shown its poll interval carries over from one connection
+// to the next.
+func (n *Node) attempter(cur *target) tub.Attempt {
+	unknown := n.cfg.LivenessTimeout
+	return func(ctx context.Context) (bool, error) {
+		sess, l, err := n.attempt(ctx, cur)
+		if err != nil {
+			return false, err
+		}
+		n.log.Info("connected to stats gatherer", "gatherer", cur.furl.Redacted())
+		n.setConnected(true, "")
+		return n.serve(ctx, sess, l, &unknown)
+	}
+}
+
+// attempt dials cur within the dial timeout.
+func (n *Node) attempt(ctx context.Context, cur *target) (session, *link, error) {
 	dctx, cancel := context.WithTimeout(ctx, n.cfg.DialTimeout)
 	defer cancel()
 	l := newLink(n.clock.Now())
-	type result struct {
-		s   session
-		err error
+	s, err := n.dial(dctx, cur.furl, l)
+	if err != nil {
+		return nil, nil, err
 	}
-	ch := make(chan result, 1)
-	go func() {
-		s, err := n.dial(dctx, cur.furl, l)
-		ch <- result{s, err}
-	}()
-	abandon := func(out outcome) (session, *link, outcome, error) {
-		cancel()
-		if r := <-ch; r.s != nil {
-			r.s.Close()
-		}
-		return nil, nil, out, nil
+	if err := ctx.Err(); err != nil {
+		s.Close()
+		return nil, nil, err
 	}
-	for {
-		select {
-		case <-ctx.Done():
-			return abandon(outStopped)
-		case <-n.targetCh:
-			if follow() == changeTarget {
-				return abandon(outTargetChanged)
-			}
-		case r := <-ch:
-			if r.err != nil {
-				if ctx.Err() != nil {
-					return nil, nil, outStopped, nil
-				}
-				return nil, nil, outFailed, r.err
-			}
-			// The connection outlives dctx: tub.Dial uses its context
-			// for the handshake and the fetch only.
-			l.start(n.clock.Now())
-			return r.s, l, outConnected, nil
-		}
-	}
+	// The connection outlives dctx: tub.Dial uses its context for the
+	// handshake and the fetch only.
+	l.start(n.clock.Now())
+	return s, l, nil
 }
 
 // serve watches an established connection until it ends, the gatherer
-// refuses the provider, no poll arrives in time, the target changes or ctx
-// is done. It closes the session before returning.
-func (n *Node) serve(ctx context.Context, s session, l *link, unknown *time.Duration, follow func() change) (outcome, error) {
+// refuses the provider, no poll arrives in time or ctx is done. It closes
+// the session before returning, and reports whether the connection counts
+// as established (the backoff starts again from its first delay): the
+// gatherer accepted the provider or polled it.
+func (n *Node) serve(ctx context.Context, s session, l *link, unknown *time.Duration) (bool, error) {
 	accepted := false // provide returned
 	provided := l.provided
 	dl, _ := l.deadline(*unknown)
 	timer := n.clock.NewTimer(dl.Sub(n.clock.Now()))
 	defer func() { timer.Stop() }()
-	// end closes the session; the connection counts as established (the
-	// backoff starts again from its first delay) if the gatherer accepted
-	// the provider or polled it.
-	end := func(err error) (outcome, error) {
+	end := func(err error) (bool, error) {
 		s.Close()
-		if accepted || l.sawPoll() {
-			return outDropped, err
-		}
-		return outFailed, err
+		return accepted || l.sawPoll(), err
 	}
 	for {
 		select {
 		case <-ctx.Done():
 			s.Close()
-			return outStopped, nil
+			return false, ctx.Err()
 		case <-s.Done():
 			return end(closedErr(s))
 		case err := <-provided:
@@ -372,7 +322,7 @@ func (n *Node) serve(ctx context.Context, s session, l *link, unknown *time.Dura
 			default:
 			}
 			s.Close()
-			return outFailed, errors.New("gatherer refused this node: " + err.Error())
+			return false, errors.New("gatherer refused this node: " + err.Error())
 		case <-l.polledCh:
 			// A poll moves the deadline, later or, once the interval is
 			// learned, earlier than the timer: set it again.
@@ -397,30 +347,49 @@ func (n *Node) serve(ctx context.Context, s session, l *link, unknown *time.Dura
 				*unknown = min(2**unknown, 8*n.cfg.LivenessTimeout)
 			}
 			return end(errors.New("no poll for " + quiet.String()))
-		case <-n.targetCh:
-			if follow() == changeTarget {
-				s.Close()
-				return outTargetChanged, nil
-			}
 		}
 	}
 }
 
-// sleep waits d unless ctx ends or the target changes or is kicked.
-func (n *Node) sleep(ctx context.Context, d time.Duration, follow func() change) outcome {
-	t := n.clock.NewTimer(d)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return outStopped
-		case <-t.C():
-			return outFailed
-		case <-n.targetCh:
-			if follow() != changeNone {
-				return outTargetChanged
-			}
-		}
+// reportAfter are the intervals, from the first failure of a streak,
+// between the lines that say the node still cannot connect; the last
+// repeats. Each is at most the backoff cap, so that the log is never silent
+// for longer than the longest wait.
+var reportAfter = []time.Duration{time.Minute, 10 * time.Minute, time.Hour}
+
+// retryLog logs a Reconnector's retries: a drop, the first failure of a
+// streak with its reason, then a line at growing intervals with the count
+// and the latest reason; the other failures are debug lines.
+type retryLog struct {
+	n     *Node
+	since time.Time // the streak's first failure
+	next  time.Time // when the next "still cannot connect" line is due
+	step  int
+}
+
+func (rl *retryLog) interval(step int) time.Duration {
+	return min(reportAfter[min(step, len(reportAfter)-1)], rl.n.cfg.MaxBackoff)
+}
+
+func (rl *retryLog) report(r tub.Retry) {
+	n := rl.n
+	n.setConnected(false, r.Err.Error())
+	retry := r.Delay.Round(time.Millisecond)
+	now := n.clock.Now()
+	switch {
+	case r.Established:
+		n.log.Warn("connection to stats gatherer lost; reconnecting", "err", r.Err, "retry_in", retry)
+	case r.Failures == 1:
+		n.log.Warn("cannot connect to stats gatherer; will keep trying", "err", r.Err, "retry_in", retry)
+		rl.since, rl.step = now, 0
+		rl.next = now.Add(rl.interval(0))
+	case !now.Before(rl.next):
+		n.log.Warn("still cannot connect to stats gatherer", "failures", r.Failures,
+			"failing_for", now.Sub(rl.since).Round(time.Second), "err", r.Err, "retry_in", retry)
+		rl.step++
+		rl.next = now.Add(rl.interval(rl.step))
+	default:
+		n.log.Debug("cannot connect to stats gatherer", "failures", r.Failures, "err", r.Err, "retry_in", retry)
 	}
 }
 
@@ -442,16 +411,14 @@ func (n *Node) notePoll(now time.Time) {
 	n.state.LastPoll = now
 }
 
-// startLoadMonitor starts the load monitor the first time a gatherer is
-// configured, as the original ran it only for a gatherer.
+// startLoadMonitor starts the load monitor, if Config.LoadMonitor asks for
+// it, the first time a gatherer is configured, as the original ran it only
+// for a gatherer.
 func (n *Node) startLoadMonitor() {
-	if n.loadMon != nil {
+	if !n.cfg.LoadMonitor || n.loadMon != nil {
 		return
 	}
-	n.loadMon = NewLoadMonitor(n.clock, n.log)
-	if err := n.p.Register(n.loadMon); err != nil {
-		n.log.Error("cannot register the load monitor", "error", err)
-		return
-	}
+	n.loadMon = newLoadMonitor(n.clock, n.log)
+	n.p.Register(n.loadMon) // never nil
 	n.loadMon.Start()
 }

@@ -4,6 +4,7 @@ import (
 	"sync"
 	"time"
 
+	"capstats/internal/clock"
 	"capstats/stats"
 )
 
@@ -14,8 +15,8 @@ import (
 // each present only once N+1 samples exist, and cpu_monitor.total (CPU
 // seconds the process has used).
 type CPUMonitor struct {
-	clock    Clock
-	cpu      func() (time.Duration, error)
+	clock    clock.Clock
+	cpu      func() (time.Duration, error) // the process's CPU time so far
 	interval time.Duration
 
 	mu      sync.Mutex
@@ -34,31 +35,19 @@ const (
 	cpuSamples  = 16
 )
 
-// CPUMonitorOptions configures a CPUMonitor; the zero value is the real
-// thing.
+// CPUMonitorOptions configures a CPUMonitor; the zero value is usable.
 type CPUMonitorOptions struct {
-	// Clock paces the samples; nil means the system clock.
-	Clock Clock
-	// CPUTime returns the CPU time (user + system) the process has used;
-	// nil means getrusage(RUSAGE_SELF).
-	CPUTime func() (time.Duration, error)
 	// Interval between samples; 0 means 60 s.
 	Interval time.Duration
 }
 
-// NewCPUMonitor returns a stopped monitor.
-func NewCPUMonitor(opts *CPUMonitorOptions) *CPUMonitor {
-	var o CPUMonitorOptions
-	if opts != nil {
-		o = *opts
+// NewCPUMonitor returns a stopped monitor of the process's CPU time (user
+// + system, from getrusage(RUSAGE_SELF)).
+func NewCPUMonitor(opts CPUMonitorOptions) *CPUMonitor {
+	if opts.Interval <= 0 {
+		opts.Interval = cpuInterval
 	}
-	if o.CPUTime == nil {
-		o.CPUTime = processCPUTime
-	}
-	if o.Interval <= 0 {
-		o.Interval = cpuInterval
-	}
-	return &CPUMonitor{clock: clockOr(o.Clock), cpu: o.CPUTime, interval: o.Interval}
+	return &CPUMonitor{clock: clock.System, cpu: processCPUTime, interval: opts.Interval}
 }
 
 // Start takes the first sample now and then one per interval; later calls

@@ -163,6 +163,7 @@ func runRealNode(t *testing.T, dir string, p *Provider, tweak func(*Config)) (*N
 	cfg := Config{
 		BaseDir: dir, Nickname: "e2e", Logger: log,
 		FurlCheckInterval: 20 * time.Millisecond, MaxBackoff: 2 * time.Second,
+		LoadMonitor: true,
 	}
 	if tweak != nil {
 		tweak(&cfg)
@@ -173,7 +174,9 @@ func runRealNode(t *testing.T, dir string, p *Provider, tweak func(*Config)) (*N
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		must(t, n.Run(ctx))
+		if err := n.Run(ctx); !errors.Is(err, context.Canceled) {
+			t.Errorf("Run = %v, want context.Canceled", err)
+		}
 	}()
 	stop := func() {
 		cancel()
@@ -203,9 +206,8 @@ func waitGoroutines(t *testing.T, base int) {
 func TestEndToEndOverTub(t *testing.T) {
 	base := runtime.NumGoroutine()
 	dir := t.TempDir()
-	p := NewProvider(&ProviderOptions{Logger: quietLogger()})
-	stopBuiltins, err := RegisterBuiltins(p, nil)
-	must(t, err)
+	p := NewProvider(ProviderOptions{Logger: quietLogger()})
+	stopBuiltins := RegisterBuiltins(p)
 	p.Count("storage_server.allocate", 3)
 	n, stop := runRealNode(t, dir, p, nil)
 
@@ -228,7 +230,7 @@ func TestEndToEndOverTub(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	fut, release := pr.prov.Ping(ctx, nil)
-	_, err = fut.Struct()
+	_, err := fut.Struct()
 	release()
 	cancel()
 	must(t, err)
@@ -374,11 +376,10 @@ func TestHalfOpenPathReconnects(t *testing.T) {
 	g := newTestGatherer(t, 100*time.Millisecond)
 	proxy := newStallProxy(t, g.addr)
 	writeFurl(t, dir, g.furlVia(proxy.addr()))
-	p := NewProvider(&ProviderOptions{Logger: quietLogger()})
+	p := NewProvider(ProviderOptions{Logger: quietLogger()})
 	log, logs := bufLogger(slog.LevelDebug)
 	n, stop := runRealNode(t, dir, p, func(c *Config) {
 		c.Logger = log
-		c.Tub = &tub.Options{HandshakeTimeout: time.Second}
 		c.DialTimeout = 2 * time.Second
 	})
 	first := g.nextProvide(t, 5*time.Second)

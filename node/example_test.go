@@ -2,6 +2,7 @@ package node_test
 
 import (
 	"context"
+	"fmt"
 	"log"
 	"os"
 
@@ -12,28 +13,36 @@ import (
 // A service embeds a provider, registers what it measures, and runs a
 // Node that keeps it connected to the gatherer named in its basedir.
 func Example() {
-	ctx := context.Background()
-	reserved := func() int64 { return 0 }
-
-	p := node.NewProvider(nil)
-	stop, err := node.RegisterBuiltins(p, nil) // node.uptime, cpu_monitor.*, go.*
-	if err != nil {
-		log.Fatal(err)
-	}
+	p := node.NewProvider(node.ProviderOptions{})
+	stop := node.RegisterBuiltins(p) // node.uptime, cpu_monitor.*, go.*
 	defer stop()
+	var allocated int64
 	p.Register(node.ProducerFunc(func() stats.Map {
-		return stats.Map{"storage_server.allocated": stats.Int(reserved())}
+		return stats.Map{"storage_server.allocated": stats.Int(allocated)}
 	}))
+	p.Count("storage_server.allocate", 1) // on the service's hot path
 
-	dir, _ := os.MkdirTemp("", "example-node")
-	defer os.RemoveAll(dir)
-	n, err := node.Open(p, node.Config{BaseDir: dir, Nickname: "storage-1"})
+	dir, err := os.MkdirTemp("", "example-node")
 	if err != nil {
 		log.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(ctx)
+	defer os.RemoveAll(dir)
+	n, err := node.Open(p, node.Config{BaseDir: dir, Nickname: "storage-1", LoadMonitor: true})
+	if err != nil {
+		log.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
 	cancel() // a real service runs until shutdown
-	n.Run(ctx)
+	fmt.Println("Run:", n.Run(ctx))
 
-	p.Count("storage_server.allocate", 1)
+	snap := p.Snapshot(context.Background())
+	fmt.Println("storage_server.allocate =", snap.Counters.Map()["storage_server.allocate"].Int())
+	fmt.Println("storage_server.allocated =", snap.Stats.Map()["storage_server.allocated"].Int())
+	_, ok := snap.Stats.Map()["node.uptime"]
+	fmt.Println("node.uptime reported:", ok)
+	// Output:
+	// Run: context canceled
+	// storage_server.allocate = 1
+	// storage_server.allocated = 0
+	// node.uptime reported: true
 }

@@ -5,6 +5,7 @@ import (
 	"sync"
 	"time"
 
+	"capstats/internal/clock"
 	"capstats/stats"
 )
 
@@ -12,10 +13,10 @@ import (
 // is how busy the process is: load_monitor.avg_load and
 // load_monitor.max_load are the mean and max of the last 60 delays in
 // seconds (0 before the first sample). A delay over one second is logged as
-// a warning. As in the original, a Node runs one only while a gatherer is
-// configured.
+// a warning. As in the original, a Node with Config.LoadMonitor runs one
+// from the first time a gatherer is configured.
 type LoadMonitor struct {
-	clock    Clock
+	clock    clock.Clock
 	log      *slog.Logger
 	interval time.Duration
 
@@ -33,14 +34,24 @@ const (
 	loadWarnOver = time.Second
 )
 
-// NewLoadMonitor returns a stopped monitor using clock (nil means the
-// system clock) and log (nil means slog.Default()).
-func NewLoadMonitor(clock Clock, log *slog.Logger) *LoadMonitor {
+// LoadMonitorOptions configures a LoadMonitor; the zero value is usable.
+type LoadMonitorOptions struct {
+	// Logger receives the warnings of excessive delay; nil means
+	// slog.Default().
+	Logger *slog.Logger
+}
+
+// NewLoadMonitor returns a stopped monitor.
+func NewLoadMonitor(opts LoadMonitorOptions) *LoadMonitor {
+	return newLoadMonitor(nil, opts.Logger)
+}
+
+func newLoadMonitor(c clock.Clock, log *slog.Logger) *LoadMonitor {
 	if log == nil {
 		log = slog.Default()
 	}
 	return &LoadMonitor{
-		clock:    clockOr(clock),
+		clock:    clock.Or(c),
 		log:      log,
 		interval: loadInterval,
 		samples:  make([]float64, loadSamples),

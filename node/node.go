@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"capstats/capnp/tub"
+	"capstats/internal/clock"
 )
 
 // Files in a node's base directory.
@@ -34,14 +36,15 @@ const (
 // however fast the gatherer polls.
 const minLiveness = time.Second
 
-// Config configures a Node. BaseDir is required; the rest has defaults.
+// Config configures a Node. BaseDir is required; the zero value of every
+// other field is its default.
 type Config struct {
 	// BaseDir is the node's directory; it must exist.
 	BaseDir string
 	// Nickname labels the node in the gatherer's output; "" is allowed.
 	Nickname string
 	// MaxBackoff caps the delay between reconnection attempts;
-	// 0 means DefaultMaxBackoff.
+	// 0 means tub.DefaultMaxBackoff.
 	MaxBackoff time.Duration
 	// LivenessTimeout is how long an established connection may go
 	// without a poll before the node closes it and reconnects, until the
@@ -56,18 +59,18 @@ type Config struct {
 	DialTimeout time.Duration
 	// Logger receives state changes; nil means slog.Default().
 	Logger *slog.Logger
-	// Clock paces retries, liveness checks and furl checks; nil means
-	// the system clock.
-	Clock Clock
-	// Norm returns standard normal deviates for the backoff jitter; nil
-	// means math/rand/v2.
-	Norm func() float64
-	// Tub tunes the connections (handshake timeout, message size limit).
-	// Its Logger defaults to Logger.
-	Tub *tub.Options
+	// LoadMonitor makes the node register a LoadMonitor on its Provider
+	// and run it from the first time a gatherer is configured until Run
+	// returns, as the original node did. Off, the node leaves the
+	// Provider's producers to the caller.
+	LoadMonitor bool
+}
 
-	// dial replaces the real connection, in tests.
-	dial dialFunc
+// seams are what tests replace; Open uses the real ones.
+type seams struct {
+	clock  clock.Clock // nil: the system clock
+	dial   dialFunc    // nil: a tub connection
+	jitter float64     // the backoff's Jitter; 0: the default
 }
 
 // Node keeps a connection to the stats gatherer named in its base
@@ -77,7 +80,9 @@ type Node struct {
 	p       *Provider
 	cfg     Config
 	log     *slog.Logger
-	clock   Clock
+	clock   clock.Clock
+	jitter  float64
+	topts   tub.Options
 	id      *tub.Identity
 	furlPth string
 	dial    dialFunc
@@ -90,6 +95,10 @@ type Node struct {
 
 	reloadCh chan struct{}
 	furlSig  furlSig // of the furl file when last read
+
+	// modeWarned: the furl file's loose mode could not be tightened, and
+	// that was said.
+	modeWarned bool
 
 	stateMu sync.Mutex
 	state   State
@@ -124,9 +133,12 @@ type State struct {
 // Open loads (or creates) the node's identity in BaseDir/private/node.pem,
 // logs its tub ID, and reads the gatherer furl from BaseDir/stats_gatherer.furl.
 // No furl file means no gatherer (said once in the log); a furl file that
-// cannot be read or parsed is an error that names it. Open starts nothing:
-// Run does.
-func Open(p *Provider, cfg Config) (*Node, error) {
+// cannot be read or parsed is an error that names it. A furl file that
+// other users may read is tightened to mode 0600 with a warning. Open
+// starts nothing: Run does.
+func Open(p *Provider, cfg Config) (*Node, error) { return open(p, cfg, seams{}) }
+
+func open(p *Provider, cfg Config, sm seams) (*Node, error) {
 	if p == nil {
 		return nil, errors.New("node: nil Provider")
 	}
@@ -146,16 +158,8 @@ func Open(p *Provider, cfg Config) (*Node, error) {
 		cfg.DialTimeout = DefaultDialTimeout
 	}
 	if cfg.MaxBackoff <= 0 {
-		cfg.MaxBackoff = DefaultMaxBackoff
+		cfg.MaxBackoff = tub.DefaultMaxBackoff
 	}
-	var topts tub.Options
-	if cfg.Tub != nil {
-		topts = *cfg.Tub
-	}
-	if topts.Logger == nil {
-		topts.Logger = cfg.Logger
-	}
-	cfg.Tub = &topts
 
 	fi, err := os.Stat(cfg.BaseDir)
 	if err != nil {
@@ -177,10 +181,12 @@ func Open(p *Provider, cfg Config) (*Node, error) {
 		p:        p,
 		cfg:      cfg,
 		log:      cfg.Logger,
-		clock:    clockOr(cfg.Clock),
+		clock:    clock.Or(sm.clock),
+		jitter:   sm.jitter,
+		topts:    tub.Options{Logger: cfg.Logger},
 		id:       id,
 		furlPth:  filepath.Join(cfg.BaseDir, FurlFile),
-		dial:     cfg.dial,
+		dial:     sm.dial,
 		targetCh: make(chan struct{}, 1),
 		reloadCh: make(chan struct{}, 1),
 	}
@@ -235,12 +241,20 @@ func (n *Node) Reload() {
 // readFurl reads and parses the furl file. A missing file gives an error
 // matching fs.ErrNotExist; every other error names the file.
 func (n *Node) readFurl() (*target, error) {
-	b, err := os.ReadFile(n.furlPth)
+	f, err := os.Open(n.furlPth)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, err
 	}
 	if err != nil {
 		return nil, fmt.Errorf("gatherer furl file: %w", err)
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxFurlFile+1))
+	if err != nil {
+		return nil, fmt.Errorf("gatherer furl file: %w", err)
+	}
+	if len(b) > maxFurlFile {
+		return nil, fmt.Errorf("gatherer furl file %s: longer than %d bytes", n.furlPth, maxFurlFile)
 	}
 	text := strings.TrimSpace(string(b))
 	if text == "" {
@@ -249,16 +263,44 @@ func (n *Node) readFurl() (*target, error) {
 	if strings.ContainsAny(text, "\r\n") {
 		return nil, fmt.Errorf("gatherer furl file %s: more than one line", n.furlPth)
 	}
-	f, err := tub.ParseFurl(text)
+	fu, err := tub.ParseFurl(text)
 	if err != nil {
 		return nil, fmt.Errorf("gatherer furl file %s: %w", n.furlPth, err)
 	}
-	// The furl is the authority to report to the gatherer: refuse a copy
-	// that other users may read, as for the key.
-	if err := tub.CheckPrivate(n.furlPth); err != nil {
-		return nil, fmt.Errorf("gatherer furl file: %w", err)
+	n.guardFurl(f)
+	return &target{text: text, furl: fu}, nil
+}
+
+// maxFurlFile bounds the furl file read: a furl is a line of a few hundred
+// bytes.
+const maxFurlFile = 64 << 10
+
+// guardFurl tightens the furl file to 0600 when other users may read or
+// write it: the furl is the authority to report to the gatherer, but
+// `echo FURL > stats_gatherer.furl`, the documented way to attach a node,
+// makes a file of mode 0644 under the usual umask. A file the node does not
+// own, or cannot change, is used anyway, with a warning said once.
+func (n *Node) guardFurl(f *os.File) {
+	fi, err := f.Stat()
+	if err != nil || fi.Mode().Perm()&0o077 == 0 {
+		n.modeWarned = false
+		return
 	}
-	return &target{text: text, furl: f}, nil
+	mode := fmt.Sprintf("%#o", fi.Mode().Perm())
+	err = errors.New("owned by another user")
+	if ownedByMe(fi) {
+		err = f.Chmod(0o600)
+	}
+	if err == nil {
+		n.modeWarned = false
+		n.log.Warn("furl file was open to other users; tightened it to 0600", "furl_file", n.furlPth, "mode", mode)
+		return
+	}
+	if !n.modeWarned {
+		n.modeWarned = true
+		n.log.Warn("furl file is open to other users and cannot be tightened; using it anyway",
+			"furl_file", n.furlPth, "mode", mode, "err", err)
+	}
 }
 
 // setTarget hands a new target (nil: none) to the connection loop; kick
@@ -291,7 +333,8 @@ func (n *Node) currentTarget() (*target, uint64) {
 
 // Run keeps the node connected to its gatherer, following changes of the
 // furl file, until ctx is done; then it closes the connection, waits for
-// everything it started and returns nil. Run may be called once.
+// everything it started and returns ctx.Err(). Run may be called once: a
+// second call returns an error at once.
 func (n *Node) Run(ctx context.Context) error {
 	n.runMu.Lock()
 	if n.running {
@@ -312,7 +355,7 @@ func (n *Node) Run(ctx context.Context) error {
 	if n.loadMon != nil {
 		n.loadMon.Stop()
 	}
-	return nil
+	return ctx.Err()
 }
 
 // watchFurl re-reads the furl file on Reload and when its modification
@@ -378,9 +421,9 @@ func (n *Node) reread(explicit bool) {
 		}
 	case err != nil:
 		if cur != nil {
-			n.log.Error("cannot use the new furl file; keeping the current gatherer", "error", err)
+			n.log.Error("cannot use the new furl file; keeping the current gatherer", "err", err)
 		} else {
-			n.log.Error("cannot use the furl file", "error", err)
+			n.log.Error("cannot use the furl file", "err", err)
 		}
 	case cur != nil && cur.text == t.text:
 		if explicit {

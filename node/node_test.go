@@ -3,20 +3,24 @@ package node
 import (
 	"context"
 	"errors"
+	"fmt"
+	"log/slog"
 	"math"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"capstats/capnp/tub"
+	"capstats/internal/clock/clocktest"
 )
 
 // fakeDialer hands every dial to the test, which decides its result.
 type fakeDialer struct {
-	clock *fakeClock
+	clock *clocktest.Fake
 	calls chan *dialCall
 }
 
@@ -28,7 +32,7 @@ type dialCall struct {
 	sess  *fakeSession // returned when the reply is nil
 }
 
-func newFakeDialer(c *fakeClock) *fakeDialer {
+func newFakeDialer(c *clocktest.Fake) *fakeDialer {
 	return &fakeDialer{clock: c, calls: make(chan *dialCall, 16)}
 }
 
@@ -114,27 +118,12 @@ func (s *fakeSession) waitClosed(t *testing.T) {
 }
 
 // waitTimer waits until a timer set for about d is pending.
-func waitTimer(t *testing.T, c *fakeClock, d time.Duration) { t.Helper(); waitTimers(t, c, d, 1) }
+func waitTimer(t *testing.T, c *clocktest.Fake, d time.Duration) { t.Helper(); waitTimers(t, c, d, 1) }
 
 // waitTimers waits until n timers set for about d are pending.
-func waitTimers(t *testing.T, c *fakeClock, d time.Duration, n int) {
+func waitTimers(t *testing.T, c *clocktest.Fake, d time.Duration, n int) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		found := 0
-		for _, p := range c.Pending() {
-			if diff := p - d; diff > -time.Microsecond && diff < time.Microsecond {
-				found++
-			}
-		}
-		if found >= n {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no timer of %v pending; pending: %v", d, c.Pending())
-		}
-		time.Sleep(time.Millisecond)
-	}
+	c.WaitTimer(t, d, n)
 }
 
 func waitFor(t *testing.T, what string, cond func() bool) {
@@ -168,7 +157,7 @@ func writeFurl(t testing.TB, dir, furl string) {
 type harness struct {
 	n     *Node
 	p     *Provider
-	clock *fakeClock
+	clock *clocktest.Fake
 	d     *fakeDialer
 	dir   string
 	logs  *syncBuffer
@@ -179,29 +168,31 @@ type harness struct {
 // furl file.
 func startNode(t *testing.T, furl string, tweak func(*Config)) *harness {
 	t.Helper()
-	h := &harness{clock: newFakeClock(), dir: t.TempDir()}
+	h := &harness{clock: clocktest.New(), dir: t.TempDir()}
 	h.d = newFakeDialer(h.clock)
 	if furl != "" {
 		writeFurl(t, h.dir, furl)
 	}
 	log, logs := bufLogger(-8)
 	h.logs = logs
-	h.p = NewProvider(&ProviderOptions{Logger: log})
+	h.p = NewProvider(ProviderOptions{Logger: log})
 	cfg := Config{
-		BaseDir: h.dir, Nickname: "test", Logger: log, Clock: h.clock, Norm: seq(0),
-		FurlCheckInterval: 1000 * time.Hour, dial: h.d.dial,
+		BaseDir: h.dir, Nickname: "test", Logger: log,
+		FurlCheckInterval: 1000 * time.Hour, LoadMonitor: true,
 	}
 	if tweak != nil {
 		tweak(&cfg)
 	}
-	n, err := Open(h.p, cfg)
+	n, err := open(h.p, cfg, seams{clock: h.clock, dial: h.d.dial, jitter: -1})
 	must(t, err)
 	h.n = n
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		must(t, n.Run(ctx))
+		if err := n.Run(ctx); !errors.Is(err, context.Canceled) {
+			t.Errorf("Run = %v, want context.Canceled", err)
+		}
 	}()
 	h.stop = func() {
 		cancel()
@@ -261,17 +252,75 @@ func TestReconnectBackoffAndReset(t *testing.T) {
 	c.reply <- nil
 	waitFor(t, "connected state", func() bool { return h.n.State().Connected })
 
-	// One warning per streak of failures, not per attempt.
+	// One warning for the first failure of each streak, not per attempt:
+	// the streak at start, and the one after the drop.
 	logs := h.logs.String()
-	// The drop is the second streak's line; its failed attempt is a debug line.
-	if n := strings.Count(logs, "cannot connect to stats gatherer; will keep trying"); n != 1 {
-		t.Errorf("%d 'cannot connect' warnings, want 1:\n%s", n, logs)
+	if n := strings.Count(logs, "cannot connect to stats gatherer; will keep trying"); n != 2 {
+		t.Errorf("%d 'cannot connect' warnings, want 2:\n%s", n, logs)
 	}
 	if n := strings.Count(logs, "connection to stats gatherer lost"); n != 1 {
 		t.Errorf("%d 'lost' warnings, want 1:\n%s", n, logs)
 	}
 	if n := strings.Count(logs, "connected to stats gatherer"); n != 2 {
 		t.Errorf("%d 'connected' lines, want 2:\n%s", n, logs)
+	}
+}
+
+// While reconnecting keeps failing, the node says so at growing intervals
+// (1 min, 10 min, then hourly from the streak's start), never further apart
+// than the backoff cap, each line with the count and the latest reason.
+func TestReconnectStreakLogged(t *testing.T) {
+	for _, c := range []struct {
+		name     string
+		max      time.Duration
+		failures int
+		want     []string // the failures= of the "still cannot connect" lines
+	}{
+		// Failures at 0, 1, 3.7, 11.1, 31.2, 85.8, 234, 638, 1734, 4715,
+		// 11915, 19115 s: due at 60 s, then 600 s and 3600 s after each
+		// line.
+		{"hourly", 2 * time.Hour, 12, []string{"6", "9", "11", "12"}},
+		// The cap of 10 min is reached at failure 9, and lines come at
+		// every failure from then on.
+		{"capped", 10 * time.Minute, 11, []string{"6", "9", "10", "11"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			h := startNode(t, testFurl(t), func(cfg *Config) {
+				cfg.MaxBackoff = c.max
+				cfg.LoadMonitor = false
+			})
+			for i := 1; i <= c.failures; i++ {
+				h.d.next(t).reply <- fmt.Errorf("refused #%d", i)
+				if i == c.failures {
+					break
+				}
+				// The pending timers: the furl check's and the retry's.
+				d := h.clock.WaitTimers(t, 2)
+				retry := min(d[0], d[1])
+				h.clock.Advance(retry)
+			}
+			// The last failure's line is logged before its wait.
+			h.clock.WaitTimers(t, 2)
+			logs := h.logs.String()
+			var got []string
+			for _, line := range strings.Split(logs, "\n") {
+				if !strings.Contains(line, "still cannot connect to stats gatherer") {
+					continue
+				}
+				f := strings.Fields(line[strings.Index(line, "failures="):])[0]
+				got = append(got, strings.TrimPrefix(f, "failures="))
+				n, _ := strconv.Atoi(got[len(got)-1])
+				if !strings.Contains(line, fmt.Sprintf("err=\"refused #%d\"", n)) || !strings.Contains(line, "failing_for=") {
+					t.Errorf("line without the latest reason or the streak's length: %s", line)
+				}
+			}
+			if fmt.Sprint(got) != fmt.Sprint(c.want) {
+				t.Errorf("'still cannot connect' at failures %v, want %v:\n%s", got, c.want, logs)
+			}
+			if n := strings.Count(logs, "will keep trying"); n != 1 || !strings.Contains(logs, `err="refused #1"`) {
+				t.Errorf("want the first failure once with its reason:\n%s", logs)
+			}
+		})
 	}
 }
 
@@ -485,6 +534,85 @@ func TestLoadMonitorStartsWithGatherer(t *testing.T) {
 	})
 }
 
+// Without Config.LoadMonitor the node registers nothing on the provider.
+func TestNoLoadMonitorUnlessAsked(t *testing.T) {
+	h := startNode(t, testFurl(t), func(c *Config) { c.LoadMonitor = false })
+	c := h.d.next(t)
+	c.reply <- nil
+	c.l.provided <- nil
+	waitFor(t, "connected", func() bool { return h.n.State().Connected })
+	if s := h.p.Snapshot(context.Background()).Stats.Map(); len(s) != 0 {
+		t.Fatalf("the node registered producers of its own: %v", s)
+	}
+}
+
+func TestRunTwice(t *testing.T) {
+	h := startNode(t, "", nil)
+	waitFor(t, "Run started", func() bool {
+		h.n.runMu.Lock()
+		defer h.n.runMu.Unlock()
+		return h.n.running
+	})
+	if err := h.n.Run(context.Background()); err == nil || errors.Is(err, context.Canceled) {
+		t.Fatalf("second Run = %v, want an error", err)
+	}
+}
+
+// A furl file others may read, as `echo FURL > stats_gatherer.furl` makes
+// it, is used and tightened to 0600 with one warning.
+func TestFurlFileModeTightened(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, FurlFile)
+	furl := testFurl(t)
+	must(t, os.WriteFile(path, []byte(furl+"\n"), 0o644))
+	must(t, os.Chmod(path, 0o644)) // whatever the umask
+	log, logs := bufLogger(slog.LevelDebug)
+	n, err := Open(NewProvider(ProviderOptions{}), Config{BaseDir: dir, Logger: log})
+	must(t, err)
+	if got := n.State().Gatherer; got == "" {
+		t.Fatal("furl of mode 0644 not used")
+	}
+	fi, err := os.Stat(path)
+	must(t, err)
+	if fi.Mode().Perm() != 0o600 {
+		t.Fatalf("furl file mode %v after Open, want 0600", fi.Mode().Perm())
+	}
+	// Read again, now private: no second warning.
+	n.reread(true)
+	if c := strings.Count(logs.String(), "tightened it to 0600"); c != 1 {
+		t.Fatalf("%d warnings, want 1:\n%s", c, logs.String())
+	}
+}
+
+// A loose furl file the node does not own is used as it is, with one
+// warning however often it is read.
+func TestFurlFileModeNotOwned(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to give the file to another user")
+	}
+	dir := t.TempDir()
+	path := filepath.Join(dir, FurlFile)
+	must(t, os.WriteFile(path, []byte(testFurl(t)+"\n"), 0o644))
+	must(t, os.Chmod(path, 0o644))
+	must(t, os.Chown(path, 65534, 65534))
+	log, logs := bufLogger(slog.LevelDebug)
+	n, err := Open(NewProvider(ProviderOptions{}), Config{BaseDir: dir, Logger: log})
+	must(t, err)
+	if n.State().Gatherer == "" {
+		t.Fatal("furl not used")
+	}
+	n.reread(true)
+	n.reread(true)
+	fi, err := os.Stat(path)
+	must(t, err)
+	if fi.Mode().Perm() != 0o644 {
+		t.Fatalf("another user's file changed to %v", fi.Mode().Perm())
+	}
+	if c := strings.Count(logs.String(), "cannot be tightened; using it anyway"); c != 1 {
+		t.Fatalf("%d warnings, want 1:\n%s", c, logs.String())
+	}
+}
+
 func TestOpenRefusesBadFurl(t *testing.T) {
 	cases := map[string]string{
 		"garbage":   "not a furl",
@@ -498,7 +626,7 @@ func TestOpenRefusesBadFurl(t *testing.T) {
 			dir := t.TempDir()
 			path := filepath.Join(dir, FurlFile)
 			must(t, os.WriteFile(path, []byte(content), 0o600))
-			_, err := Open(NewProvider(nil), Config{BaseDir: dir, Logger: quietLogger()})
+			_, err := Open(NewProvider(ProviderOptions{}), Config{BaseDir: dir, Logger: quietLogger()})
 			if err == nil || !strings.Contains(err.Error(), path) {
 				t.Fatalf("Open = %v, want an error naming %s", err, path)
 			}
@@ -510,19 +638,19 @@ func TestOpenRefusesBadFurl(t *testing.T) {
 }
 
 func TestOpenBaseDir(t *testing.T) {
-	if _, err := Open(NewProvider(nil), Config{BaseDir: filepath.Join(t.TempDir(), "missing"), Logger: quietLogger()}); err == nil {
+	if _, err := Open(NewProvider(ProviderOptions{}), Config{BaseDir: filepath.Join(t.TempDir(), "missing"), Logger: quietLogger()}); err == nil {
 		t.Fatal("Open of a missing base directory succeeded")
 	}
 	f := filepath.Join(t.TempDir(), "file")
 	must(t, os.WriteFile(f, nil, 0o600))
-	if _, err := Open(NewProvider(nil), Config{BaseDir: f, Logger: quietLogger()}); err == nil {
+	if _, err := Open(NewProvider(ProviderOptions{}), Config{BaseDir: f, Logger: quietLogger()}); err == nil {
 		t.Fatal("Open of a file as base directory succeeded")
 	}
 	// The identity persists: the same tub ID on the next Open.
 	dir := t.TempDir()
-	n1, err := Open(NewProvider(nil), Config{BaseDir: dir, Logger: quietLogger()})
+	n1, err := Open(NewProvider(ProviderOptions{}), Config{BaseDir: dir, Logger: quietLogger()})
 	must(t, err)
-	n2, err := Open(NewProvider(nil), Config{BaseDir: dir, Logger: quietLogger()})
+	n2, err := Open(NewProvider(ProviderOptions{}), Config{BaseDir: dir, Logger: quietLogger()})
 	must(t, err)
 	if n1.TubID() != n2.TubID() || len(n1.TubID()) != 32 {
 		t.Fatalf("tub IDs %q and %q", n1.TubID(), n2.TubID())

@@ -64,6 +64,11 @@ type Provider struct {
 
 	producerErrors *Counter
 
+	// collided holds the names two producers reported, each warned about
+	// once.
+	collidedMu sync.Mutex
+	collided   map[string]struct{}
+
 	// last is the previous snapshot, whose names the next one shares when
 	// they are the same (stats.SetLike).
 	last atomic.Pointer[stats.Snapshot]
@@ -71,11 +76,7 @@ type Provider struct {
 
 // NewProvider returns a Provider with no producers and one counter,
 // node.producer_errors, at zero.
-func NewProvider(opts *ProviderOptions) *Provider {
-	var o ProviderOptions
-	if opts != nil {
-		o = *opts
-	}
+func NewProvider(o ProviderOptions) *Provider {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
@@ -130,8 +131,9 @@ func (p *Provider) Counter(name string) *Counter {
 }
 
 // Register adds a producer; its stats are merged after those of every
-// producer registered before it, so a later duplicate key wins. A nil
-// producer, including a typed nil such as ProducerFunc(nil), is an error.
+// producer registered before it, so a later duplicate key wins (and is
+// logged once per name). A nil producer, including a typed nil such as
+// ProducerFunc(nil), is an error.
 func (p *Provider) Register(pr Producer) error {
 	if isNil(pr) {
 		return ErrNilProducer
@@ -182,11 +184,18 @@ func (p *Provider) Snapshot(ctx context.Context) stats.Snapshot {
 			calls[i], joined[i] = s.start(now, p.timeout)
 		}
 		var timer *time.Timer
+		// After its wait, joined[i] says whether producer i's stats were
+		// merged, for the report of a collision.
 		for i, c := range calls {
 			res, failure := p.wait(ctx, c, joined[i], &timer)
 			slots[i].report(p, c, failure)
+			joined[i] = failure == ""
 			if failure == "" {
+				before := len(merged)
 				maps.Copy(merged, res)
+				if len(merged) != before+len(res) {
+					p.noteCollisions(slots, calls, joined, i)
+				}
 			}
 		}
 		if timer != nil {
@@ -232,6 +241,36 @@ func (p *Provider) wait(ctx context.Context, c *producerCall, joined bool, timer
 		return nil, fmt.Sprintf("panic: %v", c.panicked)
 	}
 	return c.result, ""
+}
+
+// maxCollisions bounds the names remembered as collided.
+const maxCollisions = 1000
+
+// noteCollisions warns, once per name, of the names producer i reported
+// that an earlier merged producer reported too. calls[j].result is safe to
+// read for every merged j.
+func (p *Provider) noteCollisions(slots []*producerSlot, calls []*producerCall, merged []bool, i int) {
+	p.collidedMu.Lock()
+	defer p.collidedMu.Unlock()
+	for name := range calls[i].result {
+		if _, seen := p.collided[name]; seen || len(p.collided) >= maxCollisions {
+			continue
+		}
+		for j := range i {
+			if !merged[j] {
+				continue
+			}
+			if _, dup := calls[j].result[name]; dup {
+				if p.collided == nil {
+					p.collided = make(map[string]struct{})
+				}
+				p.collided[name] = struct{}{}
+				p.log.Warn("two stats producers report the same name; the later one's value is used",
+					"name", name, "producer", slots[j].name, "later_producer", slots[i].name)
+				break
+			}
+		}
+	}
 }
 
 func (p *Provider) readCounters() stats.Map {
@@ -313,7 +352,7 @@ func (s *producerSlot) report(p *Provider, c *producerCall, failure string) {
 	if was {
 		level = slog.LevelDebug
 	}
-	p.log.Log(context.Background(), level, "stats producer failed", "producer", s.name, "error", failure)
+	p.log.Log(context.Background(), level, "stats producer failed", "producer", s.name, "err", failure)
 	select {
 	case <-c.done: // the call's fields are safe to read
 		if c.panicked != nil && !was {

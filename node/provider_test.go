@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -42,7 +43,7 @@ func bufLogger(level slog.Level) (*slog.Logger, *syncBuffer) {
 }
 
 func TestCountConcurrentExactTotal(t *testing.T) {
-	p := NewProvider(&ProviderOptions{Logger: quietLogger()})
+	p := NewProvider(ProviderOptions{Logger: quietLogger()})
 	const goroutines, perG = 8, 20000
 	names := []string{"storage_server.allocate", "storage_server.get", "storage_server.writev"}
 	var wg sync.WaitGroup
@@ -76,7 +77,7 @@ func TestCountConcurrentExactTotal(t *testing.T) {
 }
 
 func TestCountSeenNameAllocatesNothing(t *testing.T) {
-	p := NewProvider(nil)
+	p := NewProvider(ProviderOptions{})
 	p.Count("a.b", 1)
 	if n := testing.AllocsPerRun(1000, func() { p.Count("a.b", 1) }); n != 0 {
 		t.Fatalf("Count allocates %v per call for a name already seen", n)
@@ -84,7 +85,7 @@ func TestCountSeenNameAllocatesNothing(t *testing.T) {
 }
 
 func TestRegisterRejectsNil(t *testing.T) {
-	p := NewProvider(nil)
+	p := NewProvider(ProviderOptions{})
 	var nilMon *LoadMonitor
 	for _, pr := range []Producer{nil, ProducerFunc(nil), nilMon} {
 		if err := p.Register(pr); !errors.Is(err, ErrNilProducer) {
@@ -97,7 +98,7 @@ func TestRegisterRejectsNil(t *testing.T) {
 }
 
 func TestMergeOrderLaterWins(t *testing.T) {
-	p := NewProvider(nil)
+	p := NewProvider(ProviderOptions{})
 	fixed := func(m stats.Map) Producer { return ProducerFunc(func() stats.Map { return m }) }
 	must(t, p.Register(fixed(stats.Map{"a": stats.Int(1), "b": stats.Int(1)})))
 	must(t, p.Register(fixed(stats.Map{"b": stats.Int(2), "c": stats.Null()})))
@@ -107,6 +108,38 @@ func TestMergeOrderLaterWins(t *testing.T) {
 	want := stats.Map{"a": stats.Int(1), "b": stats.Int(2), "c": stats.Float(0.5)}
 	if !got.Equal(stats.SetOf(want)) {
 		t.Fatalf("stats %v, want %v", got, want)
+	}
+}
+
+// A name two producers report is warned about once, naming both; the
+// later producer's value is used.
+func TestCollisionReportedOnce(t *testing.T) {
+	log, logs := bufLogger(slog.LevelDebug)
+	p := NewProvider(ProviderOptions{Logger: log})
+	fixed := func(m stats.Map) Producer { return ProducerFunc(func() stats.Map { return m }) }
+	must(t, p.Register(fixed(stats.Map{"a": stats.Int(1), "b": stats.Int(1)})))
+	must(t, p.Register(fixed(stats.Map{"x": stats.Int(1)})))
+	must(t, p.Register(fixed(stats.Map{"b": stats.Int(2), "c": stats.Int(3)})))
+	for range 3 {
+		if got := p.Snapshot(context.Background()).Stats.Map()["b"]; got != stats.Int(2) {
+			t.Fatalf("b = %v, want the later producer's 2", got)
+		}
+	}
+	out := logs.String()
+	if n := strings.Count(out, "two stats producers report the same name"); n != 1 {
+		t.Fatalf("%d collision warnings over 3 snapshots, want 1:\n%s", n, out)
+	}
+	if !strings.Contains(out, "name=b") || !strings.Contains(out, "#0") || !strings.Contains(out, "#2") {
+		t.Fatalf("warning does not name the key and both producers:\n%s", out)
+	}
+	// Producers without a common name: no warning.
+	log2, logs2 := bufLogger(slog.LevelDebug)
+	q := NewProvider(ProviderOptions{Logger: log2})
+	must(t, q.Register(fixed(stats.Map{"a": stats.Int(1)})))
+	must(t, q.Register(fixed(stats.Map{"b": stats.Int(1)})))
+	q.Snapshot(context.Background())
+	if strings.Contains(logs2.String(), "same name") {
+		t.Fatalf("warning without a collision:\n%s", logs2.String())
 	}
 }
 
@@ -120,7 +153,7 @@ func must(t testing.TB, err error) {
 func TestFailingProducers(t *testing.T) {
 	log, logs := bufLogger(slog.LevelDebug)
 	const timeout = 100 * time.Millisecond
-	p := NewProvider(&ProviderOptions{Logger: log, ProducerTimeout: timeout})
+	p := NewProvider(ProviderOptions{Logger: log, ProducerTimeout: timeout})
 	release := make(chan struct{})
 	var blockedCalls atomic.Int32
 	must(t, p.Register(ProducerFunc(func() stats.Map { return stats.Map{"ok.first": stats.Int(1)} })))
@@ -179,7 +212,7 @@ func TestFailingProducers(t *testing.T) {
 }
 
 func TestBlockedProducerRecovers(t *testing.T) {
-	p := NewProvider(&ProviderOptions{Logger: quietLogger(), ProducerTimeout: 50 * time.Millisecond})
+	p := NewProvider(ProviderOptions{Logger: quietLogger(), ProducerTimeout: 50 * time.Millisecond})
 	release := make(chan struct{})
 	must(t, p.Register(ProducerFunc(func() stats.Map {
 		select {
@@ -207,7 +240,7 @@ func TestBlockedProducerRecovers(t *testing.T) {
 }
 
 func TestSnapshotHonoursContext(t *testing.T) {
-	p := NewProvider(&ProviderOptions{Logger: quietLogger(), ProducerTimeout: time.Hour})
+	p := NewProvider(ProviderOptions{Logger: quietLogger(), ProducerTimeout: time.Hour})
 	release := make(chan struct{})
 	defer close(release)
 	must(t, p.Register(ProducerFunc(func() stats.Map { <-release; return nil })))
@@ -226,7 +259,7 @@ func TestSnapshotHonoursContext(t *testing.T) {
 // Concurrent snapshots share a producer call that is within its time
 // instead of counting it as stuck.
 func TestConcurrentSnapshotsShareCall(t *testing.T) {
-	p := NewProvider(&ProviderOptions{Logger: quietLogger(), ProducerTimeout: 5 * time.Second})
+	p := NewProvider(ProviderOptions{Logger: quietLogger(), ProducerTimeout: 5 * time.Second})
 	var calls atomic.Int32
 	entered := make(chan struct{})
 	release := make(chan struct{})
@@ -255,7 +288,7 @@ func TestConcurrentSnapshotsShareCall(t *testing.T) {
 }
 
 func BenchmarkCount(b *testing.B) {
-	p := NewProvider(nil)
+	p := NewProvider(ProviderOptions{})
 	for i := range 20 {
 		p.Count(fmt.Sprintf("storage_server.counter%d", i), 1)
 	}
@@ -266,7 +299,7 @@ func BenchmarkCount(b *testing.B) {
 }
 
 func BenchmarkCountParallel(b *testing.B) {
-	p := NewProvider(nil)
+	p := NewProvider(ProviderOptions{})
 	for i := range 20 {
 		p.Count(fmt.Sprintf("storage_server.counter%d", i), 1)
 	}
@@ -297,12 +330,12 @@ func BenchmarkAtomicAddParallel(b *testing.B) {
 }
 
 func BenchmarkSnapshot(b *testing.B) {
-	p := NewProvider(nil)
+	p := NewProvider(ProviderOptions{})
 	for i := range 50 {
 		p.Count(fmt.Sprintf("storage_server.counter%d", i), 1)
 	}
-	must(b, p.Register(Uptime(nil)))
-	must(b, p.Register(NewCPUMonitor(nil)))
+	must(b, p.Register(Uptime()))
+	must(b, p.Register(NewCPUMonitor(CPUMonitorOptions{})))
 	b.ReportAllocs()
 	for b.Loop() {
 		p.Snapshot(context.Background())
@@ -310,7 +343,7 @@ func BenchmarkSnapshot(b *testing.B) {
 }
 
 func BenchmarkCounterHandleParallel(b *testing.B) {
-	p := NewProvider(nil)
+	p := NewProvider(ProviderOptions{})
 	c := p.Counter("storage_server.counter7")
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
@@ -323,7 +356,7 @@ func BenchmarkCounterHandleParallel(b *testing.B) {
 // Each goroutine counts its own name, the common case of unrelated events
 // on different goroutines; compare BenchmarkAtomicAddParallelOwn.
 func BenchmarkCountParallelOwnName(b *testing.B) {
-	p := NewProvider(nil)
+	p := NewProvider(ProviderOptions{})
 	var next atomic.Int32
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
@@ -350,7 +383,7 @@ func BenchmarkAtomicAddParallelOwn(b *testing.B) {
 // A node sends its names in the same order, in the same stats.Names, poll
 // after poll, so that the gatherer reads them once; a new name changes them.
 func TestSnapshotsShareNames(t *testing.T) {
-	p := NewProvider(nil)
+	p := NewProvider(ProviderOptions{})
 	must(t, p.Register(ProducerFunc(func() stats.Map { return stats.Map{"x.b": stats.Int(1), "x.a": stats.Int(2)} })))
 	p.Count("c.one", 1)
 	first := p.Snapshot(context.Background())

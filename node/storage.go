@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"capstats/internal/clock"
 	"capstats/stats"
 )
 
@@ -27,11 +28,11 @@ type DiskStats struct {
 // poll never walks the tree.
 type StorageMonitor struct {
 	dir      string
-	clock    Clock
+	clock    clock.Clock
 	log      *slog.Logger
 	reserved int64
 	interval time.Duration
-	statfs   func(dir string) (DiskStats, error)
+	statfs   func(dir string) (DiskStats, error) // statfs(2), or a test's
 
 	consumed atomic.Int64 // -1 until the first scan completes
 
@@ -43,8 +44,6 @@ const DefaultScanInterval = 5 * time.Minute
 
 // StorageOptions configures a StorageMonitor; the zero value is usable.
 type StorageOptions struct {
-	// Clock paces the rescans; nil means the system clock.
-	Clock Clock
 	// Logger receives scan errors; nil means slog.Default().
 	Logger *slog.Logger
 	// Reserved bytes are subtracted from the space available to
@@ -54,28 +53,19 @@ type StorageOptions struct {
 	// ScanInterval between rescans for consumed; 0 means
 	// DefaultScanInterval.
 	ScanInterval time.Duration
-	// Statfs reports on the file system holding dir; nil means statfs(2).
-	Statfs func(dir string) (DiskStats, error)
 }
 
 // NewStorageMonitor returns a stopped monitor of dir.
-func NewStorageMonitor(dir string, opts *StorageOptions) *StorageMonitor {
-	var o StorageOptions
-	if opts != nil {
-		o = *opts
+func NewStorageMonitor(dir string, opts StorageOptions) *StorageMonitor {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
 	}
-	if o.Logger == nil {
-		o.Logger = slog.Default()
-	}
-	if o.ScanInterval <= 0 {
-		o.ScanInterval = DefaultScanInterval
-	}
-	if o.Statfs == nil {
-		o.Statfs = statfs
+	if opts.ScanInterval <= 0 {
+		opts.ScanInterval = DefaultScanInterval
 	}
 	m := &StorageMonitor{
-		dir: dir, clock: clockOr(o.Clock), log: o.Logger, reserved: o.Reserved,
-		interval: o.ScanInterval, statfs: o.Statfs,
+		dir: dir, clock: clock.System, log: opts.Logger, reserved: opts.Reserved,
+		interval: opts.ScanInterval, statfs: statfs,
 	}
 	m.consumed.Store(-1)
 	return m
@@ -106,7 +96,7 @@ func (m *StorageMonitor) loop(stop <-chan struct{}) {
 		case ctx.Err() != nil:
 			return
 		case err != nil && !failing:
-			m.log.Warn("storage scan incomplete", "dir", m.dir, "error", err)
+			m.log.Warn("storage scan incomplete", "dir", m.dir, "err", err)
 		case err == nil && failing:
 			m.log.Info("storage scan complete again", "dir", m.dir)
 		case err == nil:

@@ -42,11 +42,7 @@ type handler struct {
 // request, with the request's context bounded by Options.Timeout
 // (node.Provider.Snapshot fits). It panics on an invalid label name in
 // opts, since those come from code.
-func Handler(snapshot func(context.Context) stats.Snapshot, opts *Options) http.Handler {
-	var o Options
-	if opts != nil {
-		o = *opts
-	}
+func Handler(snapshot func(context.Context) stats.Snapshot, o Options) http.Handler {
 	if o.Timeout <= 0 {
 		o.Timeout = 10 * time.Second
 	}

@@ -29,7 +29,7 @@ var snap = stats.Snapshot{
 	}),
 }
 
-func server(t *testing.T, opts *Options) (*httptest.Server, *atomic.Int64) {
+func server(t *testing.T, opts Options) (*httptest.Server, *atomic.Int64) {
 	calls := new(atomic.Int64)
 	s := httptest.NewServer(Handler(func(ctx context.Context) stats.Snapshot {
 		calls.Add(1)
@@ -58,7 +58,7 @@ func get(t *testing.T, url, accept string) (int, http.Header, string) {
 }
 
 func TestJSON(t *testing.T) {
-	s, _ := server(t, nil)
+	s, _ := server(t, Options{})
 	for _, path := range []string{"/statistics?t=json", "/statistics"} {
 		code, h, body := get(t, s.URL+path, "")
 		want := `{
@@ -82,7 +82,7 @@ func TestJSON(t *testing.T) {
 }
 
 func TestOpenMetrics(t *testing.T) {
-	s, _ := server(t, &Options{Labels: []openmetrics.Label{{Name: "nickname", Value: "storage-1"}}})
+	s, _ := server(t, Options{Labels: []openmetrics.Label{{Name: "nickname", Value: "storage-1"}}})
 	code, h, body := get(t, s.URL+"/statistics?t=openmetrics", "")
 	if code != 200 || h.Get("Content-Type") != openmetrics.ContentType {
 		t.Fatalf("%d %s", code, h.Get("Content-Type"))
@@ -105,7 +105,7 @@ func TestOpenMetrics(t *testing.T) {
 // /metrics negotiates: Prometheus gets OpenMetrics, curl and promtool the
 // text format, which promtool finds clean.
 func TestMetricsNegotiatedAndPromtoolClean(t *testing.T) {
-	s, _ := server(t, nil)
+	s, _ := server(t, Options{})
 	_, h, body := get(t, s.URL+"/metrics", "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5")
 	if h.Get("Content-Type") != openmetrics.ContentType {
 		t.Errorf("Content-Type %q", h.Get("Content-Type"))
@@ -126,7 +126,7 @@ func TestMetricsNegotiatedAndPromtoolClean(t *testing.T) {
 }
 
 func TestErrors(t *testing.T) {
-	s, calls := server(t, nil)
+	s, calls := server(t, Options{})
 	for _, c := range []struct {
 		method, path string
 		code         int
@@ -157,7 +157,7 @@ func TestSnapshotTimeout(t *testing.T) {
 	s := httptest.NewServer(Handler(func(ctx context.Context) stats.Snapshot {
 		<-ctx.Done()
 		return stats.Snapshot{}
-	}, &Options{Timeout: 50 * time.Millisecond}))
+	}, Options{Timeout: 50 * time.Millisecond}))
 	defer s.Close()
 	start := time.Now()
 	code, _, body := get(t, s.URL+"/statistics?t=json", "")

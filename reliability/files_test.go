@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -113,6 +114,70 @@ func TestSecretFilesReadableByOthersRefused(t *testing.T) {
 		stderr, code := runBin(t, "capstats-node", false, "--basedir", dir)
 		wantRefusal(t, stderr, code, key, "chmod 600")
 	})
+}
+
+// TestNodeFurlFileTightened: the documented `echo FURL >
+// stats_gatherer.furl` makes a file of mode 0644; the node uses it and
+// makes it private, with one warning.
+func TestNodeFurlFileTightened(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the commands")
+	}
+	dir := createGatherer(t)
+	g := startGatherer(t, dir, "--interval", "1s")
+	defer g.stop(t)
+	furl, err := os.ReadFile(filepath.Join(dir, "stats_gatherer.furl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ndir := t.TempDir()
+	nfurl := filepath.Join(ndir, "stats_gatherer.furl")
+	if err := os.WriteFile(nfurl, furl, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(nfurl, 0o644)
+	p := exec.Command(testbin.Build(t, "capstats-node"), "--basedir", ndir)
+	var stderr lockedBuffer
+	p.Stderr = &stderr
+	if err := p.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { p.Process.Signal(syscall.SIGTERM); p.Wait() }()
+	deadline := time.Now().Add(20 * time.Second)
+	for !strings.Contains(stderr.String(), "connected to stats gatherer") {
+		if time.Now().After(deadline) {
+			t.Fatalf("node not connected within 20 s with a furl file of mode 0644:\n%s", stderr.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	fi, err := os.Stat(nfurl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o600 {
+		t.Fatalf("furl file mode %v, want 0600", fi.Mode().Perm())
+	}
+	if n := strings.Count(stderr.String(), "tightened it to 0600"); n != 1 {
+		t.Fatalf("%d warnings, want 1:\n%s", n, stderr.String())
+	}
+}
+
+// lockedBuffer collects a process's stderr while the test reads it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 func waitFile(t *testing.T, path string) {

@@ -164,13 +164,12 @@ func TestHalfOpenPeer(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(nodeDir, "stats_gatherer.furl"), []byte(viaProxy.String()+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	p := node.NewProvider(nil)
+	p := node.NewProvider(node.ProviderOptions{})
 	n, err := node.Open(p, node.Config{
 		BaseDir: nodeDir, Nickname: "behind-proxy",
 		MaxBackoff: time.Second, DialTimeout: 2 * time.Second,
 		LivenessTimeout: 3 * time.Second,
 		Logger:          slog.New(slog.DiscardHandler),
-		Tub:             &tub.Options{HandshakeTimeout: time.Second},
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -90,11 +90,8 @@ func run(ctx context.Context, cli *CLI, log *slog.Logger, hup <-chan os.Signal) 
 	}
 	defer lock.Release()
 
-	p := node.NewProvider(&node.ProviderOptions{Logger: log})
-	stopBuiltins, err := node.RegisterBuiltins(p, nil)
-	if err != nil {
-		return err
-	}
+	p := node.NewProvider(node.ProviderOptions{Logger: log})
+	stopBuiltins := node.RegisterBuiltins(p)
 	defer stopBuiltins()
 	if cli.StorageDir != "" {
 		fi, err := os.Stat(cli.StorageDir)
@@ -104,7 +101,7 @@ func run(ctx context.Context, cli *CLI, log *slog.Logger, hup <-chan os.Signal) 
 		if !fi.IsDir() {
 			return fmt.Errorf("--storage-dir %s is not a directory", cli.StorageDir)
 		}
-		sm := node.NewStorageMonitor(cli.StorageDir, &node.StorageOptions{Logger: log})
+		sm := node.NewStorageMonitor(cli.StorageDir, node.StorageOptions{Logger: log})
 		if err := p.Register(sm); err != nil {
 			return err
 		}
@@ -118,6 +115,7 @@ func run(ctx context.Context, cli *CLI, log *slog.Logger, hup <-chan os.Signal) 
 		MaxBackoff:        cli.MaxBackoff,
 		FurlCheckInterval: cli.FurlCheck,
 		Logger:            log,
+		LoadMonitor:       true,
 	})
 	if err != nil {
 		return err
@@ -128,7 +126,7 @@ func run(ctx context.Context, cli *CLI, log *slog.Logger, hup <-chan os.Signal) 
 		if err != nil {
 			return fmt.Errorf("--http: %w", err)
 		}
-		srv := httpserve.New(nodehttp.Handler(p.Snapshot, nil), httpserve.Options{Logger: log})
+		srv := httpserve.New(nodehttp.Handler(p.Snapshot, nodehttp.Options{}), httpserve.Options{Logger: log})
 		go srv.Serve(ln)
 		defer srv.Close()
 		log.Info("http serving", "url", "http://"+ln.Addr().String()+"/statistics?t=json")
@@ -149,6 +147,9 @@ func run(ctx context.Context, cli *CLI, log *slog.Logger, hup <-chan os.Signal) 
 	log.Info("node running", "tubid", n.TubID(), "basedir", cli.Basedir, "nickname", cli.Nickname)
 	err = n.Run(ctx)
 	log.Info("node stopped")
+	if ctx.Err() != nil && errors.Is(err, ctx.Err()) {
+		return nil // stopped by a signal, as asked
+	}
 	return err
 }
 

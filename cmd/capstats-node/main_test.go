@@ -149,11 +149,10 @@ func TestMalformedFurlExitsNonZero(t *testing.T) {
 		content, want string
 		mode          os.FileMode
 	}{
-		"readable by others": {good + "\n", "chmod 600", 0o644},
-		"garbage":            {"this is not a furl\n", "", 0},
-		"foolscap":           {"pb://" + strings.TrimPrefix(good, "capnp://") + "\n", "Foolscap", 0},
-		"bad tub":            {"capnp://short@tcp:127.0.0.1:9/" + tub.NewSwissnum(), "", 0},
-		"empty":              {"\n", "empty", 0},
+		"garbage":  {"this is not a furl\n", "", 0},
+		"foolscap": {"pb://" + strings.TrimPrefix(good, "capnp://") + "\n", "Foolscap", 0},
+		"bad tub":  {"capnp://short@tcp:127.0.0.1:9/" + tub.NewSwissnum(), "", 0},
+		"empty":    {"\n", "empty", 0},
 	}
 	for name, c := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -276,11 +275,21 @@ func TestNodeWithGathererBinary(t *testing.T) {
 	}
 	n := start(t, nbin, "--basedir", ndir, "--nickname", "alice", "--storage-dir", storage, "--furl-check", "1h")
 	tubID := n.waitLog(t, `msg="node running" tubid=([a-z2-7]{32})`)
-	if err := os.WriteFile(filepath.Join(ndir, "stats_gatherer.furl"), furl, 0o600); err != nil {
+	// Written as `echo FURL > stats_gatherer.furl` does under the usual
+	// umask: the node uses it, and makes it private.
+	nfurl := filepath.Join(ndir, "stats_gatherer.furl")
+	if err := os.WriteFile(nfurl, furl, 0o644); err != nil {
 		t.Fatal(err)
 	}
+	os.Chmod(nfurl, 0o644)
 	n.cmd.Process.Signal(syscall.SIGHUP)
 	n.waitLog(t, `connected to stats gatherer`)
+	n.waitLog(t, `(furl file was open to other users; tightened it to 0600)`)
+	if fi, err := os.Stat(nfurl); err != nil {
+		t.Fatal(err)
+	} else if fi.Mode().Perm() != 0o600 {
+		t.Fatalf("node's furl file has mode %v after use, want 0600", fi.Mode().Perm())
+	}
 
 	statsPath := filepath.Join(gdir, "stats.json")
 	var e statsEntry

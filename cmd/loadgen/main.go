@@ -268,38 +268,37 @@ func run(ctx context.Context, cfg config) error {
 func (p *provider) loop(ctx context.Context, cfg config, opts *tub.Options, sem chan struct{}, settle func(), errs *errLog) {
 	settleOnce := sync.OnceFunc(settle)
 	defer settleOnce()
-	failures := 0
-	for ctx.Err() == nil {
+	ctx, stop := context.WithCancel(ctx)
+	defer stop()
+	delay := max(cfg.reconnect, 50*time.Millisecond)
+	r := tub.NewReconnector(func(ctx context.Context) (bool, error) {
 		conn, err := p.connect(ctx, cfg, opts, sem)
 		if err != nil {
-			if ctx.Err() != nil {
-				return
+			if ctx.Err() == nil {
+				p.total.dialFailures.Add(1)
+				errs.log(p.nick, err)
 			}
-			p.total.dialFailures.Add(1)
-			errs.log(p.nick, err)
-			failures++
-			if failures >= cfg.attempts {
-				p.total.gaveUp.Add(1)
-				return
-			}
-			if !sleep(ctx, max(cfg.reconnect, 50*time.Millisecond)) {
-				return
-			}
-			continue
+			return false, err
 		}
-		failures = 0
+		defer conn.Close()
 		p.total.connects.Add(1)
 		settleOnce()
 		select {
 		case <-conn.Done():
-			conn.Close()
+			if cfg.reconnect <= 0 {
+				stop() // one connection, not redialled
+			}
 		case <-ctx.Done():
-			conn.Close()
-			return
 		}
-		if cfg.reconnect <= 0 || !sleep(ctx, cfg.reconnect) {
-			return
-		}
+		return true, conn.Err()
+	}, tub.ReconnectOptions{
+		// A failed dial is retried, after at least 50ms, even without
+		// -reconnect.
+		Backoff:     tub.Backoff{Initial: delay, Max: delay, Factor: 1, Jitter: -1},
+		MaxFailures: cfg.attempts,
+	})
+	if err := r.Run(ctx); errors.Is(err, tub.ErrGaveUp) {
+		p.total.gaveUp.Add(1)
 	}
 }
 
@@ -331,17 +330,6 @@ func (p *provider) connect(ctx context.Context, cfg config, opts *tub.Options, s
 		return nil, fmt.Errorf("provide: %w", err)
 	}
 	return conn, nil
-}
-
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
 }
 
 // errLog prints the first few dial errors, then only counts them.

@@ -99,24 +99,23 @@ func (p *Provider) Attach(ctx context.Context, furl tub.Furl, nickname string) (
 }
 
 // StayAttached keeps p attached to furl, re-dialling 100ms after every
-// drop, until ctx is done.
+// drop or failure, until ctx is done.
 func (p *Provider) StayAttached(ctx context.Context, furl tub.Furl, nickname string) {
-	for ctx.Err() == nil {
+	r := tub.NewReconnector(func(ctx context.Context) (bool, error) {
 		dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		conn, err := p.Attach(dctx, furl, nickname)
 		cancel()
-		if err == nil {
-			select {
-			case <-conn.Done():
-			case <-ctx.Done():
-			}
-			conn.Close()
+		if err != nil {
+			return false, err
 		}
+		defer conn.Close()
 		select {
+		case <-conn.Done():
 		case <-ctx.Done():
-		case <-time.After(100 * time.Millisecond):
 		}
-	}
+		return true, conn.Err()
+	}, tub.ReconnectOptions{Backoff: tub.Backoff{Initial: 100 * time.Millisecond, Factor: 1, Jitter: -1}})
+	r.Run(ctx)
 }
 
 // Connect makes a provider, attaches it and closes it when the test ends.

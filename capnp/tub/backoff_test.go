@@ -1,4 +1,4 @@
-package node
+package tub
 
 import (
 	"math"
@@ -48,7 +48,7 @@ func TestBackoffSchedule(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			b := NewBackoff(c.max, c.norm)
+			b := Backoff{Max: c.max, norm: c.norm}
 			for i, want := range c.want {
 				got := b.Next()
 				if d := got - want; d < -time.Microsecond || d > time.Microsecond {
@@ -59,10 +59,21 @@ func TestBackoffSchedule(t *testing.T) {
 	}
 }
 
+// Factor 1 and a negative Jitter make a constant delay.
+func TestBackoffConstant(t *testing.T) {
+	b := Backoff{Initial: 100 * time.Millisecond, Factor: 1, Jitter: -1}
+	for i := range 5 {
+		if got := b.Next(); got != 100*time.Millisecond {
+			t.Fatalf("delay %d = %v, want 100ms", i, got)
+		}
+	}
+}
+
 func TestBackoffReset(t *testing.T) {
-	b := NewBackoff(0, seq(0))
-	if b.Max != DefaultMaxBackoff {
-		t.Fatalf("default cap %v, want %v", b.Max, DefaultMaxBackoff)
+	var b Backoff // the zero value is the default schedule
+	b.norm = seq(0)
+	if b.Cap() != DefaultMaxBackoff {
+		t.Fatalf("default cap %v, want %v", b.Cap(), DefaultMaxBackoff)
 	}
 	for range 5 {
 		b.Next()
@@ -84,7 +95,7 @@ func TestBackoffJitterBounds(t *testing.T) {
 	var sumSq float64
 	n := 0
 	for run := 0; run < 200; run++ {
-		b := NewBackoff(max, r.NormFloat64)
+		b := Backoff{Max: max, norm: r.NormFloat64}
 		centre := float64(time.Second)
 		for i := 0; i < 10; i++ {
 			got := float64(b.Next())

@@ -1,37 +1,44 @@
-package node
+// Package clocktest provides a fake clock.Clock for tests.
+package clocktest
 
 import (
 	"sort"
 	"sync"
 	"testing"
 	"time"
+
+	"capstats/internal/clock"
 )
 
-// fakeClock is a Clock whose time moves only with Advance.
-type fakeClock struct {
+// Fake is a clock.Clock whose time moves only with Advance.
+type Fake struct {
 	mu     sync.Mutex
 	now    time.Time
 	timers []*fakeTimer
 }
 
-func newFakeClock() *fakeClock {
-	return &fakeClock{now: time.Date(2008, 4, 1, 12, 0, 0, 0, time.UTC)}
+// New returns a fake clock at a fixed time.
+func New() *Fake {
+	return &Fake{now: time.Date(2008, 4, 1, 12, 0, 0, 0, time.UTC)}
 }
 
 type fakeTimer struct {
-	c    *fakeClock
+	c    *Fake
 	when time.Time
 	d    time.Duration
 	ch   chan time.Time
 }
 
-func (c *fakeClock) Now() time.Time {
+// Now returns the fake time.
+func (c *Fake) Now() time.Time {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.now
 }
 
-func (c *fakeClock) NewTimer(d time.Duration) Timer {
+// NewTimer returns a timer that fires when Advance reaches its time; one
+// of d <= 0 has fired already.
+func (c *Fake) NewTimer(d time.Duration) clock.Timer {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	t := &fakeTimer{c: c, when: c.now.Add(d), d: d, ch: make(chan time.Time, 1)}
@@ -59,7 +66,7 @@ func (t *fakeTimer) Stop() bool {
 
 // Advance moves the time forward by d and fires the timers that are due,
 // earliest first.
-func (c *fakeClock) Advance(d time.Duration) {
+func (c *Fake) Advance(d time.Duration) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.now = c.now.Add(d)
@@ -76,7 +83,7 @@ func (c *fakeClock) Advance(d time.Duration) {
 }
 
 // Pending returns the durations the pending timers were set for.
-func (c *fakeClock) Pending() []time.Duration {
+func (c *Fake) Pending() []time.Duration {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	var out []time.Duration
@@ -88,7 +95,7 @@ func (c *fakeClock) Pending() []time.Duration {
 
 // WaitTimers waits (in real time, up to 10 s) until at least n timers are
 // pending, and returns the durations they were set for.
-func (c *fakeClock) WaitTimers(tb testing.TB, n int) []time.Duration {
+func (c *Fake) WaitTimers(tb testing.TB, n int) []time.Duration {
 	tb.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
@@ -97,6 +104,28 @@ func (c *fakeClock) WaitTimers(tb testing.TB, n int) []time.Duration {
 		}
 		if time.Now().After(deadline) {
 			tb.Fatalf("fake clock: %d timers pending after 10 s, want %d", len(c.Pending()), n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// WaitTimer waits (in real time, up to 10 s) until n timers set for d
+// (within a microsecond) are pending.
+func (c *Fake) WaitTimer(tb testing.TB, d time.Duration, n int) {
+	tb.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		found := 0
+		for _, p := range c.Pending() {
+			if diff := p - d; diff > -time.Microsecond && diff < time.Microsecond {
+				found++
+			}
+		}
+		if found >= n {
+			return
+		}
+		if time.Now().After(deadline) {
+			tb.Fatalf("no timer of %v pending; pending: %v", d, c.Pending())
 		}
 		time.Sleep(time.Millisecond)
 	}
