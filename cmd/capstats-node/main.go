@@ -37,6 +37,7 @@ type CLI struct {
 	HTTP       string           `help:"Serve /statistics?t=json, /statistics?t=openmetrics and /metrics on this address, e.g. 127.0.0.1:9467 (off unless given)." name:"http" placeholder:"ADDR"`
 	Verbose    bool             `help:"Log every connection attempt and other debug lines." short:"v"`
 	Version    kong.VersionFlag `help:"Print the version and VCS revision, and exit."`
+	Sidecar    `embed:""`
 
 	// FurlCheck is how often the furl file is checked for changes.
 	FurlCheck time.Duration `hidden:"" default:"5s" name:"furl-check"`
@@ -90,7 +91,7 @@ func run(ctx context.Context, cli *CLI, log *slog.Logger, hup <-chan os.Signal) 
 	}
 	defer lock.Release()
 
-	p := node.NewProvider(node.ProviderOptions{Logger: log})
+	p := node.NewProvider(node.ProviderOptions{Logger: log, ProducerTimeout: cli.producerTimeout()})
 	stopBuiltins := node.RegisterBuiltins(p)
 	defer stopBuiltins()
 	if cli.StorageDir != "" {
@@ -108,6 +109,11 @@ func run(ctx context.Context, cli *CLI, log *slog.Logger, hup <-chan os.Signal) 
 		sm.Start()
 		defer sm.Stop()
 	}
+	stopSidecar, err := cli.register(p, log)
+	if err != nil {
+		return err
+	}
+	defer stopSidecar()
 
 	n, err := node.Open(p, node.Config{
 		BaseDir:           cli.Basedir,
@@ -115,7 +121,7 @@ func run(ctx context.Context, cli *CLI, log *slog.Logger, hup <-chan os.Signal) 
 		MaxBackoff:        cli.MaxBackoff,
 		FurlCheckInterval: cli.FurlCheck,
 		Logger:            log,
-		LoadMonitor:       true,
+		LoadMonitor:       !cli.ownLoadMonitor(),
 	})
 	if err != nil {
 		return err
