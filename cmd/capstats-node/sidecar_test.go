@@ -71,8 +71,10 @@ func TestSidecarFlags(t *testing.T) {
 	if snap.Counters["node.statsd_bad_lines"] == "" || snap.Counters["node.statsd_bad_lines"] == "0" {
 		t.Errorf("bad StatsD lines not counted: %v", snap.Counters)
 	}
-	if got := snap.Stats["node.uptime"]; got != "86402.5" {
-		t.Errorf("node.uptime %q: the service's value must win", got)
+	for name, want := range map[string]string{"node.uptime": "86402.5", "load_monitor.avg_load": "0.0123", "cpu_monitor.total": "812.44"} {
+		if got := snap.Stats[name]; string(got) != want {
+			t.Errorf("%s = %q: the service's %s must win", name, got, want)
+		}
 	}
 	for _, name := range []string{"host.load_1", "host.memory_total_bytes", "host.uptime_seconds"} {
 		if _, ok := snap.Stats[name]; !ok {
