@@ -59,13 +59,15 @@ type Reconnector struct {
 	opts    ReconnectOptions
 	clock   clock.Clock
 
-	mu   sync.Mutex
-	wake chan struct{} // non-nil while Run waits between attempts
+	wake chan struct{} // RetryNow's poke; buffered
+
+	mu         sync.Mutex
+	attempting bool // an attempt is in progress: RetryNow does nothing
 }
 
 // NewReconnector returns a Reconnector that runs attempt.
 func NewReconnector(attempt Attempt, opts ReconnectOptions) *Reconnector {
-	return &Reconnector{attempt: attempt, opts: opts, clock: clock.Or(opts.Clock)}
+	return &Reconnector{attempt: attempt, opts: opts, clock: clock.Or(opts.Clock), wake: make(chan struct{}, 1)}
 }
 
 // Run makes attempts until ctx is done, and returns ctx.Err(), or until
@@ -76,7 +78,7 @@ func (r *Reconnector) Run(ctx context.Context) error {
 	bo := r.opts.Backoff
 	failures := 0
 	for {
-		established, err := r.attempt(ctx)
+		established, err := r.run(ctx)
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
@@ -102,39 +104,49 @@ func (r *Reconnector) Run(ctx context.Context) error {
 	}
 }
 
-// wait waits d, or less if RetryNow is called; it reports false if ctx
-// ended it.
-func (r *Reconnector) wait(ctx context.Context, d time.Duration) bool {
-	wake := make(chan struct{}, 1)
+// run makes one attempt; a RetryNow before it is spent.
+func (r *Reconnector) run(ctx context.Context) (bool, error) {
 	r.mu.Lock()
-	r.wake = wake
+	r.attempting = true
+	select {
+	case <-r.wake:
+	default:
+	}
 	r.mu.Unlock()
 	defer func() {
 		r.mu.Lock()
-		r.wake = nil
+		r.attempting = false
 		r.mu.Unlock()
 	}()
+	return r.attempt(ctx)
+}
+
+// wait waits d, or less if RetryNow is called; it reports false if ctx
+// ended it.
+func (r *Reconnector) wait(ctx context.Context, d time.Duration) bool {
 	t := r.clock.NewTimer(d)
 	defer t.Stop()
 	select {
 	case <-ctx.Done():
 		return false
 	case <-t.C():
-	case <-wake:
+	case <-r.wake:
 	}
 	return true
 }
 
-// RetryNow ends the wait between attempts in progress, if any, so that the
-// next attempt starts at once, as Foolscap's Reconnector.reset does. It
-// does not touch an attempt in progress, nor the schedule.
+// RetryNow ends the wait between attempts, so that the next attempt
+// starts at once, as Foolscap's Reconnector.reset does. Between attempts
+// (during the wait, or just before it) it takes effect; during an attempt
+// it does nothing. It does not change the schedule.
 func (r *Reconnector) RetryNow() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.wake != nil {
-		select {
-		case r.wake <- struct{}{}:
-		default:
-		}
+	if r.attempting {
+		return
+	}
+	select {
+	case r.wake <- struct{}{}:
+	default:
 	}
 }

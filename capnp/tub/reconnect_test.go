@@ -183,6 +183,29 @@ func TestReconnectorRetryNow(t *testing.T) {
 	c.WaitTimer(t, 2*time.Minute, 1) // the schedule went on
 }
 
+// A RetryNow between an attempt's end and the wait, as when a furl file is
+// re-read just then, is not lost.
+func TestReconnectorRetryNowBeforeWait(t *testing.T) {
+	c := clocktest.New()
+	s := newScripted()
+	var r *Reconnector
+	kicked := false
+	r = NewReconnector(s.attempt, ReconnectOptions{
+		Backoff: Backoff{Initial: time.Hour, Max: time.Hour, Factor: 1, Jitter: -1}, Clock: c,
+		OnRetry: func(Retry) {
+			if !kicked {
+				kicked = true
+				r.RetryNow()
+			}
+		},
+	})
+	runReconnector(t, r)
+	s.next(t) <- result{err: errors.New("refused")}
+	s.next(t) <- result{err: errors.New("refused")} // no Advance: the kick ended the wait
+	c.WaitTimer(t, time.Hour, 1)
+	s.none(t)
+}
+
 // Over real connections: a reconnector keeps a connection to a listener
 // that goes away and comes back on the same address.
 func TestReconnectorFollowsRestartedListener(t *testing.T) {
