@@ -257,7 +257,7 @@ func TestMagicMarkersInBinary(t *testing.T) {
 		}
 	}
 	if lines["#%# family=auto"] == 0 || lines["#%# capabilities=autoconf suggest"] == 0 {
-		t.Errorf("marker lines missing; lines with #%%# in the binary: %d others, %q", others, lines)
+		t.Errorf("marker lines missing; lines with #%%# in the binary: %d others, %v", others, lines)
 	}
 }
 
