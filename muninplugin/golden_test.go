@@ -59,8 +59,21 @@ func runPlugin(t *testing.T, name, mode string, env ...string) []byte {
 }
 
 func TestGoldenEveryGraph(t *testing.T) {
-	if n := len(Graphs()); n != 26 {
-		t.Fatalf("%d graphs, want the original's 26", n)
+	original := 0
+	for _, g := range Graphs() {
+		if g.Addition {
+			if !strings.Contains(strings.Join(g.Header, "\n"), "graph_category capstats\n") {
+				t.Errorf("addition %s is not in the capstats category", g.Name)
+			}
+			continue
+		}
+		if Graphs()[original].Name != g.Name {
+			t.Errorf("the original's graph %s comes after an addition", g.Name)
+		}
+		original++
+	}
+	if original != 26 {
+		t.Fatalf("%d graphs of the original, want its 26", original)
 	}
 	for _, g := range Graphs() {
 		t.Run(g.Name, func(t *testing.T) {

@@ -6,7 +6,9 @@
 // One executable serves every graph: munin runs it through a symlink named
 // after the graph (tahoe_storage_allocated, ...; a trailing ".py" is
 // ignored), and the name picks the graph from the original's table of 26
-// (munin-graphs.json, embedded). The stats file is the value of the first
+// (munin-graphs.json, embedded), or from capstats's additions
+// (munin-graphs-additions.json: host load, memory, CPU and uptime, disk
+// space, node uptime and CPU, in munin's category "capstats"). The stats file is the value of the first
 // environment variable whose name starts with "statsfile" (munin's
 // env.statsfile).
 //
@@ -61,6 +63,15 @@ import (
 //go:embed munin-graphs.json
 var graphsJSON []byte
 
+// additionsJSON holds the graphs capstats adds to the original's 26, for
+// what capstats nodes report and the original never graphed: the host's
+// load, memory, CPU and uptime (host.*, from capstats-node), the storage
+// server's disk space, the node's uptime and CPU. They are in munin's
+// category "capstats", and their graph_info says they are additions.
+//
+//go:embed munin-graphs-additions.json
+var additionsJSON []byte
+
 // Graph is one munin graph of the original plugin's table.
 type Graph struct {
 	Name     string   `json:"graph"`    // the plugin name munin runs, e.g. "tahoe_storage_allocated"
@@ -69,6 +80,7 @@ type Graph struct {
 	Type     string   `json:"type"`     // GAUGE or DERIVE, informative: the series lines already say it
 	Header   []string `json:"header"`   // config lines printed once
 	Series   []string `json:"series"`   // config lines printed per node, with %(name)s
+	Addition bool     `json:"-"`        // not one of the original's 26 (munin-graphs-additions.json)
 }
 
 // Suffix is the graph's name after the wildcard prefix "tahoe_", which is
@@ -101,14 +113,22 @@ func loadGraphs() {
 	if err := json.Unmarshal(graphsJSON, &graphs); err != nil {
 		panic("muninplugin: embedded munin-graphs.json: " + err.Error())
 	}
+	var additions []Graph
+	if err := json.Unmarshal(additionsJSON, &additions); err != nil {
+		panic("muninplugin: embedded munin-graphs-additions.json: " + err.Error())
+	}
+	for i := range additions {
+		additions[i].Addition = true
+	}
+	graphs = append(graphs, additions...)
 	byName = make(map[string]int, len(graphs))
 	for i, g := range graphs {
 		byName[g.Name] = i
 	}
 }
 
-// Graphs returns the 26 graphs of the original table, in its order. The
-// caller must not modify them.
+// Graphs returns the 26 graphs of the original table, in its order, then
+// capstats's additions. The caller must not modify them.
 func Graphs() []Graph {
 	graphsOnce.Do(loadGraphs)
 	return graphs

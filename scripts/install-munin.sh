@@ -11,7 +11,8 @@
 #   plugin: munin-node-configure can run its autoconf and suggest). It is a
 #   link to the installed binary (--bin, else tahoe_stats in PATH, else this
 #   checkout's bin/), so an upgrade of the binary needs no re-run;
-# - links every graph (by default, or --all) into the plugins dir as
+# - links every graph (the original's 26 and capstats's additions; by
+#   default, or --all) into the plugins dir as
 #   tahoe_<graph> -> <lib-dir>/tahoe_; a graph with no data yet shows as
 #   unknown in munin until the nodes report it. With --only-with-data, only
 #   the graphs the stats file has data for now (what "tahoe_ suggest"
