@@ -4,6 +4,6 @@ package node
 
 import "errors"
 
-func statfs(dir string) (DiskStats, error) {
-	return DiskStats{}, errors.New("statfs is only implemented on Linux")
+func statfs(dir string) (diskStats, error) {
+	return diskStats{}, errors.New("statfs is only implemented on Linux")
 }

@@ -12,9 +12,9 @@ import (
 	"capstats/stats"
 )
 
-// DiskStats is what statfs says about the file system holding a directory,
+// diskStats is what statfs says about the file system holding a directory,
 // in bytes.
-type DiskStats struct {
+type diskStats struct {
 	Total          int64 // size of the file system
 	FreeForRoot    int64 // free blocks, including those reserved for root
 	FreeForNonroot int64 // free blocks available to unprivileged users
@@ -32,7 +32,7 @@ type StorageMonitor struct {
 	log      *slog.Logger
 	reserved int64
 	interval time.Duration
-	statfs   func(dir string) (DiskStats, error) // statfs(2), or a test's
+	statfs   func(dir string) (diskStats, error) // statfs(2), or a test's
 
 	consumed atomic.Int64 // -1 until the first scan completes
 

@@ -45,8 +45,8 @@ type ReconnectOptions struct {
 	// OnRetry, if set, is called from Run after every attempt, before
 	// the wait, unless Run is stopping.
 	OnRetry func(Retry)
-	// Clock paces the waits; nil means the system clock. Only this
-	// module's tests set it.
+	// Clock paces the waits; nil means the system clock. Its type is
+	// internal: only this module sets it, to the clock its tests drive.
 	Clock clock.Clock
 }
 
