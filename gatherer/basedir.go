@@ -60,6 +60,26 @@ func IsEmptyDir(dir string) (bool, error) {
 	return true, nil
 }
 
+// CheckBasedir says, in one line naming the command that fixes it, why dir
+// holds no gatherer; nil if it holds one.
+func CheckBasedir(dir string) error {
+	_, err := os.Stat(filepath.Join(dir, KeyFile))
+	if err == nil {
+		return nil
+	}
+	if !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("basedir %s: %w", dir, err)
+	}
+	what := "holds no gatherer (no " + KeyFile + ")"
+	if empty, _ := IsEmptyDir(dir); empty {
+		what = "does not exist"
+		if _, err := os.Stat(dir); err == nil {
+			what = "is empty"
+		}
+	}
+	return fmt.Errorf("basedir %s %s. Create a gatherer there with: gatherer create --basedir %s --hostname HOST (or start a loopback-only one with: gatherer --basedir %s)", dir, what, dir, dir)
+}
+
 // Create makes a new gatherer basedir: its key, location and port. It
 // refuses a directory that is not empty, so an existing gatherer's identity
 // is never replaced by accident.

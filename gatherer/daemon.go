@@ -5,22 +5,30 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
+	"sync"
+	"time"
 
 	"capstats/capnp/tub"
-	"capstats/internal/atomicfile"
 	"capstats/statsfile"
 )
 
-// Daemon is a running gatherer: its listener, its furl and the poller.
+// Daemon is a running gatherer: its listener, its furl, the poller and
+// the control socket.
 type Daemon struct {
 	Listener *tub.Listener
-	Furl     tub.Furl
-	Dir      string
+	// Furl is the furl at start; RotateFurl changes it (read CurrentFurl
+	// then).
+	Furl tub.Furl
+	Dir  string
 
-	g *Gatherer
+	furlMu  sync.Mutex
+	g       *Gatherer
+	ctl     *control
+	started time.Time
 }
 
 // Gatherer returns the poller the daemon serves.
@@ -32,7 +40,8 @@ func (d *Daemon) Run(ctx context.Context) error { return d.g.Run(ctx) }
 // Start opens the gatherer living in dir: it loads the key, the stats file
 // and the furl (so nodes re-attach by themselves after a restart), listens,
 // and exports the Gatherer object. Call Run to poll and Close to stop.
-func Start(dir string, cfg Config, opts *tub.Options) (*Daemon, error) {
+// Commands reach it on the control socket (see ControlSocket).
+func Start(dir string, cfg Config, opts *tub.Options) (d *Daemon, err error) {
 	fi, err := os.Stat(dir)
 	if err != nil {
 		return nil, fmt.Errorf("basedir: %w", err)
@@ -64,6 +73,21 @@ func Start(dir string, cfg Config, opts *tub.Options) (*Daemon, error) {
 	if err != nil {
 		return nil, err
 	}
+	// The control socket before anything is written: it also finds a
+	// gatherer already running here.
+	logger := cfg.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	ctl, err := listenControl(dir, logger)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			ctl.close()
+		}
+	}()
 	if cfg.StatsFile == "" {
 		cfg.StatsFile = filepath.Join(dir, StatsFile)
 	}
@@ -89,12 +113,14 @@ func Start(dir string, cfg Config, opts *tub.Options) (*Daemon, error) {
 	furl := tub.Furl{TubID: id.TubID(), Hints: hints, Swissnum: swiss}
 	furlPath := filepath.Join(dir, FurlFile)
 	if cur, err := readLine(furlPath); err != nil || cur != furl.String() {
-		if err := atomicfile.Write(furlPath, []byte(furl.String()+"\n"), 0o600); err != nil {
+		if err := writeFurl(dir, furl); err != nil {
 			ln.Close()
-			return nil, fmt.Errorf("writing furl file: %w", err)
+			return nil, err
 		}
 	}
-	return &Daemon{g: g, Listener: ln, Furl: furl, Dir: dir}, nil
+	d = &Daemon{g: g, Listener: ln, Furl: furl, Dir: dir, ctl: ctl, started: time.Now()}
+	ctl.serve(d)
+	return d, nil
 }
 
 // loadSwissnum returns the swiss number saved in the furl file, or a new one
@@ -125,6 +151,7 @@ func loadSwissnum(path, tubID string) (string, error) {
 // connection closed, the file written a last time), then closes the
 // listener. It returns the last write's error.
 func (d *Daemon) Close() error {
+	d.ctl.close()
 	err := d.g.Close()
 	d.Listener.Close()
 	return err

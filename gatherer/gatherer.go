@@ -49,6 +49,10 @@ type Config struct {
 	Verbose io.Writer
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
+	// StartGrace bounds how long Run waits, after a restart, for the nodes
+	// that were up before it to answer before the first round. Default: the
+	// smaller of 10s and Interval.
+	StartGrace time.Duration
 	// OnPoll, when set, is called after each successful poll with the
 	// node's new sample (for in-memory history). It must not block.
 	OnPoll func(tubID string, at time.Time, snap stats.Snapshot)
@@ -63,6 +67,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.WriteAfter <= 0 {
 		c.WriteAfter = min(5*time.Second, c.Timeout)
+	}
+	if c.StartGrace <= 0 {
+		c.StartGrace = min(10*time.Second, c.Interval)
 	}
 	if c.MaxTimeouts <= 0 {
 		c.MaxTimeouts = 3
@@ -85,6 +92,9 @@ type node struct {
 	provider statsrpc.Provider // valid while connected
 	peer     *tub.Peer
 	polling  bool
+	// fresh: connected and not yet answered, so its first answer is a
+	// change worth writing at once (see Run).
+	fresh    bool
 	timeouts int // in a row
 	errors   int64
 	// warned is the poll error last logged at warning level, so that a node
@@ -100,6 +110,15 @@ type Gatherer struct {
 	nodes  map[string]*node
 	order  []string // tub IDs in first-seen order: the file's order
 	closed bool
+	// gen counts furl rotations: a Gatherer capability handed out under an
+	// older furl refuses provide (see Revoke).
+	gen uint64
+
+	// changed is signalled when a node comes up (its first answer after
+	// connecting) or goes down, so that Run writes the file within a
+	// second instead of at the next round.
+	changed chan struct{}
+	writeMu sync.Mutex // orders writes: the last file written is the newest state
 
 	polls   sync.WaitGroup // polls and disconnect watchers in flight
 	metrics metrics
@@ -110,7 +129,7 @@ type Gatherer struct {
 // overwritten, so that it can be restored from a backup or moved aside.
 func New(cfg Config) (*Gatherer, error) {
 	cfg.setDefaults()
-	g := &Gatherer{cfg: cfg, nodes: make(map[string]*node)}
+	g := &Gatherer{cfg: cfg, nodes: make(map[string]*node), changed: make(chan struct{}, 1)}
 	f, err := statsfile.Load(cfg.StatsFile)
 	switch {
 	case errors.Is(err, errNotExist):
@@ -122,6 +141,11 @@ func New(cfg Config) (*Gatherer, error) {
 				continue
 			}
 			n.Up = false
+			if n.LastError == "" || n.LastError == Stopped {
+				// Say why it is down until it reconnects, rather than
+				// leave a bare "no" in gatherer status.
+				n.LastError = NotReconnected
+			}
 			g.nodes[n.TubID] = &node{entry: n}
 			g.order = append(g.order, n.TubID)
 		}
@@ -129,12 +153,31 @@ func New(cfg Config) (*Gatherer, error) {
 	return g, nil
 }
 
-// Client returns the Gatherer capability to export under the furl.
+// The last_error of a node that is down because of the gatherer: Stopped
+// in the file a stopped gatherer leaves, NotReconnected from its start
+// until the node connects again.
+const (
+	Stopped        = "the gatherer stopped"
+	NotReconnected = "not connected since the gatherer started"
+)
+
+// Client returns the Gatherer capability to export under the furl. After a
+// Revoke it refuses provide; export a new Client then.
 func (g *Gatherer) Client() capnp.Client {
-	return capnp.Client(statsrpc.Gatherer_ServerToClient(provideServer{g}))
+	g.mu.Lock()
+	gen := g.gen
+	g.mu.Unlock()
+	return capnp.Client(statsrpc.Gatherer_ServerToClient(provideServer{g, gen}))
 }
 
-type provideServer struct{ g *Gatherer }
+type provideServer struct {
+	g   *Gatherer
+	gen uint64
+}
+
+// errRevoked is what a node that fetched the Gatherer under a rotated furl
+// gets from provide.
+var errRevoked = errors.New("provide: this furl was rotated; the node needs the new one")
 
 // Provide records a node's provider, keyed by the tub ID the connection
 // authenticated, and polls it at once.
@@ -152,7 +195,9 @@ func (s provideServer) Provide(ctx context.Context, call statsrpc.Gatherer_provi
 	if !capnp.Client(prov).IsValid() {
 		return errors.New("provide: no provider")
 	}
-	s.g.provide(peer, cleanNickname(nick), prov.AddRef())
+	if !s.g.provide(peer, cleanNickname(nick), prov.AddRef(), s.gen) {
+		return errRevoked
+	}
 	return nil
 }
 
@@ -182,12 +227,17 @@ func lastRune(s string) (rune, int) {
 	return 0, 1
 }
 
-func (g *Gatherer) provide(peer *tub.Peer, nickname string, prov statsrpc.Provider) {
+func (g *Gatherer) provide(peer *tub.Peer, nickname string, prov statsrpc.Provider, gen uint64) bool {
 	g.mu.Lock()
-	if g.closed {
+	if g.closed || gen != g.gen {
+		revoked := gen != g.gen
 		g.mu.Unlock()
 		prov.Release()
-		return
+		if revoked {
+			g.cfg.Logger.Warn("provide under a rotated furl refused", "nickname", nickname, "tubid", peer.TubID, "remote", peer.RemoteAddr.String())
+			peer.Close()
+		}
+		return !revoked
 	}
 	n, known := g.nodes[peer.TubID]
 	if !known {
@@ -201,7 +251,11 @@ func (g *Gatherer) provide(peer *tub.Peer, nickname string, prov statsrpc.Provid
 	n.entry.Nickname = nickname
 	n.entry.Up = true
 	n.timeouts = 0
+	if n.entry.LastError == NotReconnected {
+		n.entry.LastError = ""
+	}
 	if !samePeer {
+		n.fresh = true
 		g.polls.Add(1)
 	}
 	g.mu.Unlock()
@@ -219,6 +273,15 @@ func (g *Gatherer) provide(peer *tub.Peer, nickname string, prov statsrpc.Provid
 		peer.AfterClose(func() { g.watch(n, peer) })
 	}
 	g.pollNode(n, nil)
+	return true
+}
+
+// noteChange wakes Run to write the file soon.
+func (g *Gatherer) noteChange() {
+	select {
+	case g.changed <- struct{}{}:
+	default:
+	}
 }
 
 // watch marks a node down when its connection ends.
@@ -235,9 +298,11 @@ func (g *Gatherer) watch(n *node, peer *tub.Peer) {
 	if err := peer.Err(); err != nil && n.entry.LastError == "" {
 		n.entry.LastError = "connection lost: " + err.Error()
 	}
+	n.fresh = false
 	nick := n.entry.Nickname
 	g.mu.Unlock()
 	prov.Release()
+	g.noteChange()
 	g.verbose("disconnect %q [%s]", nick, peer.TubID)
 	g.cfg.Logger.Info("node disconnected", "nickname", nick, "tubid", peer.TubID)
 }
@@ -333,8 +398,15 @@ func (g *Gatherer) poll(ctx context.Context, n *node, prov statsrpc.Provider, pe
 			n.warned, logAs = "", slog.LevelInfo
 		}
 	}
+	cameUp := err == nil && n.fresh
+	if cameUp {
+		n.fresh = false
+	}
 	nick, timeouts := n.entry.Nickname, n.timeouts
 	g.mu.Unlock()
+	if cameUp {
+		g.noteChange()
+	}
 
 	if err != nil {
 		g.cfg.Logger.Log(context.Background(), logAs, "poll failed", "nickname", nick, "tubid", peer.TubID, "err", err)

@@ -46,19 +46,33 @@ func (g *Gatherer) Metrics() Metrics {
 	return g.metrics.m
 }
 
-// Run polls every interval, starting at once, until ctx is done; then it
-// waits for the round in progress (whose calls time out), writes the file
-// a last time and returns.
+// Run polls every interval until ctx is done; then it waits for the round
+// in progress (whose calls time out), writes the file a last time and
+// returns. The first round comes once the nodes that were up before a
+// restart have answered again, or after StartGrace, so that the first file
+// written does not show them all down. Between rounds, a node coming up or
+// going down is written within a second (see soonWriter).
 func (g *Gatherer) Run(ctx context.Context) error {
+	w := &soonWriter{g: g}
+	defer w.stop()
+	g.settle(ctx, w)
 	t := time.NewTicker(g.cfg.Interval)
 	defer t.Stop()
 	for {
 		g.Round(ctx)
-		select {
-		case <-ctx.Done():
-			g.Write()
-			return nil
-		case <-t.C:
+		w.wrote()
+		for tick := false; !tick; {
+			select {
+			case <-ctx.Done():
+				g.Write()
+				return nil
+			case <-t.C:
+				tick = true
+			case <-g.changed:
+				w.soon()
+			case <-w.due():
+				w.fire()
+			}
 		}
 	}
 }
@@ -142,6 +156,8 @@ func (g *Gatherer) Write() error {
 	if g.cfg.StatsFile == "" {
 		return nil
 	}
+	g.writeMu.Lock()
+	defer g.writeMu.Unlock()
 	f := g.File()
 	start := time.Now()
 	err := statsfile.WriteFile(g.cfg.StatsFile, f)
@@ -171,6 +187,7 @@ func (g *Gatherer) Close() error {
 	g.closed = true
 	for _, n := range g.nodes {
 		if n.peer != nil {
+			n.entry.LastError = Stopped
 			n.peer.Close() // its watcher releases the provider
 		}
 	}

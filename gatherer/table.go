@@ -47,22 +47,26 @@ func byteSize(v stats.Value) string {
 	return ""
 }
 
-// WriteTable prints one line per node of f: nickname, tub ID, up, age of the
-// last sample, a few stats and the last error.
+// WriteTable prints one line per node of f: nickname, tub ID, up, how long
+// a down node has been without an answer, age of the last sample, a few
+// stats and the last error (for a down node: why it is down).
 func WriteTable(w io.Writer, f *statsfile.File, now time.Time) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	head := []string{"NICKNAME", "TUBID", "UP", "AGE"}
+	head := []string{"NICKNAME", "TUBID", "UP", "DOWN-FOR", "AGE"}
 	for _, s := range tableStats {
 		head = append(head, s.header)
 	}
 	head = append(head, "LAST-ERROR")
 	fmt.Fprintln(tw, strings.Join(head, "\t"))
 	for _, n := range f.Nodes {
-		up := "no"
-		if n.Up {
-			up = "yes"
+		up, downFor := "yes", "-"
+		if !n.Up {
+			up, downFor = "no", "never up"
+			if n.Timestamp > 0 {
+				downFor = Since(n.Timestamp, now)
+			}
 		}
-		row := []string{orDash(n.Nickname), n.TubID, up, Age(n.Timestamp, now)}
+		row := []string{orDash(n.Nickname), n.TubID, up, downFor, Age(n.Timestamp, now)}
 		for _, s := range tableStats {
 			v, ok := n.Stats.Stats.Get(s.name)
 			if !ok {
@@ -93,16 +97,22 @@ func Age(ts float64, now time.Time) string {
 	if ts <= 0 {
 		return "never"
 	}
+	return Since(ts, now) + " ago"
+}
+
+// Since says how long it is from an epoch timestamp to now: 42s, 5m02s,
+// 3h07m, 4d.
+func Since(ts float64, now time.Time) string {
 	d := now.Sub(time.Unix(0, int64(ts*1e9)))
 	switch {
 	case d < 0:
-		return "0s ago"
+		return "0s"
 	case d < time.Minute:
-		return fmt.Sprintf("%ds ago", int(d.Seconds()))
+		return fmt.Sprintf("%ds", int(d.Seconds()))
 	case d < time.Hour:
-		return fmt.Sprintf("%dm%02ds ago", int(d.Minutes()), int(d.Seconds())%60)
+		return fmt.Sprintf("%dm%02ds", int(d.Minutes()), int(d.Seconds())%60)
 	case d < 48*time.Hour:
-		return fmt.Sprintf("%dh%02dm ago", int(d.Hours()), int(d.Minutes())%60)
+		return fmt.Sprintf("%dh%02dm", int(d.Hours()), int(d.Minutes())%60)
 	}
-	return fmt.Sprintf("%dd ago", int(d.Hours()/24))
+	return fmt.Sprintf("%dd", int(d.Hours()/24))
 }

@@ -24,30 +24,137 @@ import (
 	"capstats/internal/httpserve"
 	"capstats/internal/lockfile"
 	"capstats/internal/version"
+	"capstats/muninplugin"
 	"capstats/statsfile"
 )
 
-// CLI is the command line; `gatherer --basedir DIR` alone means run.
+// CLI is the command line. `gatherer --basedir DIR` alone (the hidden
+// default command, start) runs the gatherer and creates DIR first if it is
+// missing or empty; `gatherer run` only runs an existing one, so that a
+// mistyped basedir is an error, not a new gatherer.
 type CLI struct {
 	Basedir  string           `help:"Directory holding the gatherer's key, furl and stats.json." required:"" type:"path" placeholder:"DIR" env:"CAPSTATS_GATHERER_BASEDIR"`
 	LogLevel slog.Level       `help:"Log level: debug, info, warn, error." default:"info" name:"log-level"`
 	Version  kong.VersionFlag `help:"Print the version and VCS revision, and exit."`
 
-	Create CreateCmd `cmd:"" help:"Create a new gatherer basedir."`
-	Run    RunCmd    `cmd:"" default:"withargs" help:"Run the gatherer (the default command)."`
-	Furl   FurlCmd   `cmd:"" help:"Print the gatherer's furl."`
-	Status StatusCmd `cmd:"" help:"Print a table of the nodes in stats.json."`
+	Create      CreateCmd      `cmd:"" help:"Create a new gatherer basedir."`
+	Start       StartCmd       `cmd:"" default:"withargs" hidden:"" help:"Run the gatherer, creating a loopback-only one in a missing or empty basedir."`
+	Run         RunCmd         `cmd:"" help:"Run the gatherer of an existing basedir (gatherer --basedir DIR alone also creates a missing one)."`
+	Furl        FurlCmd        `cmd:"" help:"Print the gatherer's furl."`
+	Status      StatusCmd      `cmd:"" help:"Print whether the gatherer runs, which stats.json was read and when it was written, and a table of its nodes."`
+	Forget      ForgetCmd      `cmd:"" help:"Remove a decommissioned node from stats.json, also while the gatherer runs."`
+	RotateFurl  RotateFurlCmd  `cmd:"" name:"rotate-furl" help:"Give the gatherer a new furl and refuse the old one (at once if it runs)."`
+	SetLocation SetLocationCmd `cmd:"" name:"set-location" help:"Change the gatherer's port or the hints nodes use to reach it, keeping its tub ID."`
 }
 
 // StatusCmd prints the node table.
 type StatusCmd struct{}
 
 func (c *StatusCmd) Run(cli *CLI) error {
-	f, err := statsfile.Load(filepath.Join(cli.Basedir, gatherer.StatsFile))
+	if err := gatherer.CheckBasedir(cli.Basedir); err != nil {
+		return err
+	}
+	path := filepath.Join(cli.Basedir, gatherer.StatsFile)
+	now := time.Now()
+	info, runErr := gatherer.Running(cli.Basedir)
+	switch {
+	case runErr == nil:
+		fmt.Printf("gatherer: running, pid %d, started %s, %d of %d nodes connected\n", info.PID, gatherer.Age(float64(info.Started.UnixNano())/1e9, now), info.Connected, info.Known)
+	case errors.Is(runErr, gatherer.ErrNotRunning):
+		fmt.Printf("gatherer: not running (nothing answers on %s)\n", filepath.Join(cli.Basedir, gatherer.ControlSocket))
+	default:
+		fmt.Printf("gatherer: unknown (%v)\n", runErr)
+	}
+	fi, err := os.Stat(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("no stats file %s yet: it is written once the gatherer has run", path)
+	}
 	if err != nil {
 		return err
 	}
-	return gatherer.WriteTable(os.Stdout, f, time.Now())
+	f, err := statsfile.Load(path)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("stats file: %s, written %s (%s)\n", path, gatherer.Age(float64(fi.ModTime().UnixNano())/1e9, now), fi.ModTime().UTC().Format(time.RFC3339))
+	if runErr == nil && fi.ModTime().Before(info.Started) {
+		fmt.Println("  (by the gatherer's previous run: the first write comes once the nodes that were up have answered, within 10s)")
+	}
+	fmt.Println()
+	return gatherer.WriteTable(os.Stdout, f, now)
+}
+
+// ForgetCmd removes a node.
+type ForgetCmd struct {
+	Node string `arg:"" help:"The node's tub ID, or its nickname if no other node has it." placeholder:"TUBID|NICKNAME"`
+}
+
+func (c *ForgetCmd) Run(cli *CLI) error {
+	n, live, err := gatherer.ForgetNode(cli.Basedir, c.Node)
+	if err != nil {
+		return err
+	}
+	where := "from the running gatherer and " + filepath.Join(cli.Basedir, gatherer.StatsFile)
+	if !live {
+		where = "from " + filepath.Join(cli.Basedir, gatherer.StatsFile) + " (the gatherer is not running)"
+	}
+	field := muninplugin.FieldName(n.Nickname, n.TubID)
+	fmt.Printf("forgot node %q (%s): removed %s.\n", n.Nickname, n.TubID, where)
+	fmt.Printf("munin keeps its history as the field %s; to delete that too, on the munin master:\n", field)
+	fmt.Printf("  rm /var/lib/munin/*/*-tahoe_*-%s-[gd].rrd\n", field)
+	return nil
+}
+
+// RotateFurlCmd replaces the swiss number.
+type RotateFurlCmd struct{}
+
+func (c *RotateFurlCmd) Run(cli *CLI) error {
+	f, live, err := gatherer.RotateFurl(cli.Basedir)
+	if err != nil {
+		return err
+	}
+	fmt.Println(f)
+	if live {
+		fmt.Println("The running gatherer refuses the old furl from now on, and has disconnected the nodes that came with it.")
+	} else {
+		fmt.Println("The gatherer is not running: it uses the new furl when it starts, and refuses the old one.")
+	}
+	fmt.Printf("The new furl is in %s. On each node, write it into the node's furl file, e.g.\n", filepath.Join(cli.Basedir, gatherer.FurlFile))
+	fmt.Println("  install -m 600 /dev/stdin /var/lib/capstats/node/stats_gatherer.furl <<< 'capnp://...'")
+	fmt.Println("A running node picks the new file up within seconds (or at once on SIGHUP).")
+	return nil
+}
+
+// SetLocationCmd moves the gatherer.
+type SetLocationCmd struct {
+	Location string `help:"Connection hints nodes use, e.g. tcp:stats.example.org:3456 (the location file)." placeholder:"HINTS"`
+	Port     string `help:"Where to listen: tcp:PORT, tcp:PORT:interface=ADDR or PORT (the port file)." placeholder:"PORT"`
+}
+
+func (c *SetLocationCmd) Run(cli *CLI) error {
+	f, err := gatherer.SetLocation(cli.Basedir, c.Location, c.Port)
+	if err != nil {
+		return err
+	}
+	if c.Port != "" {
+		fmt.Printf("port file: %s\n", c.Port)
+	}
+	if c.Location != "" {
+		fmt.Printf("location file: %s\n", c.Location)
+	}
+	if info, err := gatherer.Running(cli.Basedir); err == nil {
+		fmt.Printf("The running gatherer (pid %d) moves when restarted, e.g. systemctl restart capstats-gatherer.\n", info.PID)
+	} else {
+		fmt.Println("The gatherer moves when it next starts.")
+	}
+	if f.Swissnum == "" {
+		fmt.Println("It has no furl yet; it makes one when it first starts.")
+		return nil
+	}
+	if c.Location != "" {
+		fmt.Printf("Its tub ID and swiss number stay; the nodes need the new furl, with the new hints:\n%s\n", f)
+	}
+	return nil
 }
 
 // CreateCmd makes a basedir.
@@ -55,6 +162,15 @@ type CreateCmd struct {
 	Hostname string `help:"Host name nodes use to reach this gatherer; a free TCP port is picked." placeholder:"HOST"`
 	Location string `help:"Connection hints nodes use, e.g. tcp:stats.example.org:3456 (with --port)." placeholder:"HINTS"`
 	Port     string `help:"Where to listen: tcp:PORT, tcp:PORT:interface=ADDR or PORT (with --location)." placeholder:"PORT"`
+}
+
+// StartCmd is `gatherer --basedir DIR` with no command: run, creating DIR.
+type StartCmd struct {
+	RunCmd `embed:""`
+}
+
+func (c *StartCmd) Run(cli *CLI, log *slog.Logger) error {
+	return c.RunCmd.run(cli, log, true)
 }
 
 // RunCmd runs the gatherer.
@@ -146,6 +262,10 @@ func lockBasedir(dir string) (*lockfile.Lock, error) {
 }
 
 func (c *RunCmd) Run(cli *CLI, log *slog.Logger) error {
+	return c.run(cli, log, false)
+}
+
+func (c *RunCmd) run(cli *CLI, log *slog.Logger, create bool) error {
 	if err := c.checkDurations(); err != nil {
 		return err
 	}
@@ -167,6 +287,9 @@ func (c *RunCmd) Run(cli *CLI, log *slog.Logger) error {
 			}
 		}
 	}()
+	if empty, _ := gatherer.IsEmptyDir(cli.Basedir); empty && !create {
+		return gatherer.CheckBasedir(cli.Basedir) // run never makes or writes into one
+	}
 	lock, err := lockBasedir(cli.Basedir)
 	if err != nil {
 		return err
@@ -176,11 +299,13 @@ func (c *RunCmd) Run(cli *CLI, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	if empty {
+	switch {
+	case empty && create:
 		if err := gatherer.Create(cli.Basedir, gatherer.CreateOptions{Hostname: "127.0.0.1"}); err != nil {
 			return err
 		}
-		log.Warn("created a new gatherer that listens on 127.0.0.1 only; to reach it from other hosts, create one with: gatherer create --basedir DIR --hostname HOST", "basedir", cli.Basedir)
+	case empty:
+		return gatherer.CheckBasedir(cli.Basedir)
 	}
 	var verbose io.Writer
 	if c.Verbose {
@@ -216,6 +341,14 @@ func (c *RunCmd) Run(cli *CLI, log *slog.Logger) error {
 		return err
 	}
 	fmt.Printf("StatsGatherer: %s\n", d.Furl)
+	if empty {
+		port := d.Listener.Port()
+		fmt.Fprintf(os.Stderr, `created a new gatherer in %[1]s, listening on 127.0.0.1:%[2]d;
+to reach it from other hosts: gatherer set-location --basedir %[1]s --location tcp:HOST:%[2]d --port tcp:%[2]d
+(HOST: this host's name as the nodes know it), then restart it and give the nodes the furl it prints.
+The furl for nodes on this host: %[3]s
+`, cli.Basedir, port, filepath.Join(cli.Basedir, gatherer.FurlFile))
+	}
 	used := d.Gatherer().Config()
 	log.Info("gatherer running", "tubid", d.Listener.TubID(), "listen", d.Listener.Addr().String(),
 		"interval", used.Interval, "timeout", used.Timeout, "write_after", used.WriteAfter)
@@ -243,7 +376,7 @@ func main() {
 	kctx := kong.Parse(&cli,
 		kong.Name("gatherer"),
 		kong.Vars{"version": version.String("gatherer")},
-		kong.Description("Gather runtime statistics from capstats nodes into stats.json."),
+		kong.Description("Gather runtime statistics from capstats nodes into stats.json.\n\n`gatherer --basedir DIR` with no command runs the gatherer, and first creates a loopback-only one if DIR is missing or empty."),
 		kong.UsageOnError(),
 	)
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: cli.LogLevel}))

@@ -174,8 +174,67 @@ func TestRunOnEmptyBasedirCreatesLoopbackGatherer(t *testing.T) {
 		t.Errorf("furl %s does not point at 127.0.0.1", d.furl)
 	}
 	d.stop(t)
-	if !strings.Contains(d.stderr.String(), "--hostname") {
-		t.Errorf("no advice on reaching it from other hosts:\n%s", d.stderr)
+	port := d.furl[strings.Index(d.furl, "@tcp:127.0.0.1:")+len("@tcp:127.0.0.1:"):]
+	port = port[:strings.Index(port, "/")]
+	block := "created a new gatherer in " + dir + ", listening on 127.0.0.1:" + port + ";\nto reach it from other hosts: gatherer set-location --basedir " + dir + " --location tcp:HOST:" + port + " --port tcp:" + port
+	if !strings.Contains(d.stderr.String(), block) {
+		t.Errorf("no clear block on what was created and how to reach it from other hosts:\n%s", d.stderr)
+	}
+	// The advice works on that directory.
+	if out, e, code := run(t, "set-location", "--basedir", dir, "--location", "tcp:stats.example.org:"+port, "--port", "tcp:"+port); code != 0 || !strings.Contains(out, "tcp:stats.example.org:"+port) {
+		t.Fatalf("the suggested set-location: exit %d, %s%s", code, out, e)
+	}
+	// A second start does not print the block again.
+	d2 := startRun(t, "--basedir", dir, "--interval", "1s")
+	if !strings.Contains(d2.furl, "@tcp:stats.example.org:"+port+"/") {
+		t.Errorf("after set-location the furl is %s", d2.furl)
+	}
+	d2.stop(t)
+	if strings.Contains(d2.stderr.String(), "created a new gatherer") {
+		t.Errorf("restart claims to have created a gatherer:\n%s", d2.stderr)
+	}
+}
+
+// `gatherer run` never makes a gatherer: a missing or empty basedir is an
+// error naming gatherer create, and that command works on that directory.
+func TestRunRefusesMissingBasedirAndItsAdviceWorks(t *testing.T) {
+	missing := filepath.Join(t.TempDir(), "typo")
+	empty := t.TempDir()
+	for _, dir := range []string{missing, empty} {
+		out, errOut, code := run(t, "run", "--basedir", dir)
+		if code == 0 || strings.Contains(out, "StatsGatherer:") {
+			t.Fatalf("run on %s: exit %d, stdout %q", dir, code, out)
+		}
+		if strings.Count(strings.TrimSpace(errOut), "\n") != 0 {
+			t.Errorf("error is not one line: %q", errOut)
+		}
+		m := regexp.MustCompile(`gatherer (create --basedir \S+ --hostname) HOST`).FindStringSubmatch(errOut)
+		if m == nil || !strings.Contains(errOut, dir) {
+			t.Fatalf("run on %s: stderr %q does not name gatherer create for it", dir, errOut)
+		}
+		entries, _ := os.ReadDir(dir)
+		if len(entries) != 0 {
+			t.Fatalf("run wrote into %s: %v", dir, entries)
+		}
+		args := append(strings.Fields(m[1]), "127.0.0.1")
+		if _, e, code := run(t, args...); code != 0 {
+			t.Fatalf("the suggested %v failed: %s", args, e)
+		}
+		startRun(t, "run", "--basedir", dir, "--interval", "1s").stop(t)
+	}
+	// The other commands say the same about a basedir with no gatherer.
+	for _, cmd := range []string{"status", "forget", "rotate-furl", "set-location"} {
+		args := []string{cmd, "--basedir", filepath.Join(t.TempDir(), "none")}
+		if cmd == "forget" {
+			args = append(args, "x")
+		}
+		if cmd == "set-location" {
+			args = append(args, "--port", "tcp:1")
+		}
+		_, errOut, code := run(t, args...)
+		if code == 0 || !strings.Contains(errOut, "gatherer create --basedir") {
+			t.Errorf("%s on a missing basedir: exit %d, %q", cmd, code, errOut)
+		}
 	}
 }
 
