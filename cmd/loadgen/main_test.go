@@ -1,8 +1,15 @@
 package main
 
 import (
+	"context"
 	"strings"
 	"testing"
+	"time"
+
+	"capnproto.org/go/capnp/v3"
+
+	"capstats/capnp/statsrpc"
+	"capstats/capnp/tub"
 )
 
 const testFurl = "capnp://ep53em7xf2e4kxm2dzevplihrpesh347@tcp:127.0.0.1:35309/zmezny73gr2ilborqqrpmroqujs7cptw"
@@ -30,4 +37,75 @@ func TestParseFlags(t *testing.T) {
 			t.Errorf("parseFlags(%s) accepted", strings.Join(bad, " "))
 		}
 	}
+}
+
+// countingGatherer accepts every provide and counts them.
+type countingGatherer struct{ provides chan string }
+
+func (g countingGatherer) Provide(ctx context.Context, call statsrpc.Gatherer_provide) error {
+	nick, err := call.Args().Nickname()
+	if err != nil {
+		return err
+	}
+	g.provides <- nick
+	return nil
+}
+
+// With -reconnect, every provider dials again when its gatherer goes away
+// and comes back on the same address.
+func TestReconnectsAfterGathererRestart(t *testing.T) {
+	id, err := tub.NewIdentity()
+	if err != nil {
+		t.Fatal(err)
+	}
+	swiss := tub.NewSwissnum()
+	g := countingGatherer{provides: make(chan string, 100)}
+	listen := func(addr string) (*tub.Listener, tub.Furl) {
+		t.Helper()
+		l, err := tub.Listen(addr, id, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f, err := l.RegisterAs(swiss, capnp.Client(statsrpc.Gatherer_ServerToClient(g)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return l, f
+	}
+	l, f := listen("127.0.0.1:0")
+	waitProvides := func(want ...string) {
+		t.Helper()
+		seen := map[string]bool{}
+		deadline := time.After(20 * time.Second)
+		for len(seen) < len(want) {
+			select {
+			case nick := <-g.provides:
+				seen[nick] = true
+			case <-deadline:
+				t.Fatalf("provides from %v within 20 s, want %v", seen, want)
+			}
+		}
+	}
+	cfg, err := parseFlags([]string{"-furl", f.String(), "-n", "2", "-counters", "1", "-stats", "1",
+		"-reconnect", "20ms", "-attempts", "1000", "-nickname", "t"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, cfg) }()
+	defer func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(20 * time.Second):
+			t.Error("run did not return within 20 s of cancel")
+		}
+	}()
+	waitProvides("t-0", "t-1")
+	l.Close()
+	time.Sleep(100 * time.Millisecond) // a few failed dials
+	l2, _ := listen(f.Hints[0])
+	defer l2.Close()
+	waitProvides("t-0", "t-1")
 }
