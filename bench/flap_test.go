@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"capstats/capnp/tub"
 	"capstats/gatherer"
 	"capstats/internal/fakenode"
 )
@@ -29,7 +30,7 @@ func BenchmarkFlapping(b *testing.B) {
 	if err := gatherer.Create(dir, gatherer.CreateOptions{Hostname: "127.0.0.1"}); err != nil {
 		b.Fatal(err)
 	}
-	d, err := gatherer.Start(dir, gatherer.Config{Interval: 200 * time.Millisecond}, nil)
+	d, err := gatherer.Start(dir, gatherer.Config{Interval: 200 * time.Millisecond}, tub.Options{})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -181,7 +181,7 @@ func (p *pollTracker) wait(n int, within time.Duration) (first, last time.Time, 
 type harnessGatherer struct {
 	tb     testing.TB
 	dir    string
-	opts   *tub.Options
+	opts   tub.Options
 	d      *gatherer.Daemon
 	polled *pollTracker
 	warns  atomic.Int64
@@ -210,7 +210,7 @@ func (h countingHandler) WithGroup(string) slog.Handler                { return 
 
 // startGatherer creates a gatherer basedir in dir (unless one is there) and
 // starts it; it is closed when the benchmark ends.
-func startGatherer(tb testing.TB, dir string, opts *tub.Options) *harnessGatherer {
+func startGatherer(tb testing.TB, dir string, opts tub.Options) *harnessGatherer {
 	tb.Helper()
 	if empty, err := gatherer.IsEmptyDir(dir); err != nil {
 		tb.Fatal(err)

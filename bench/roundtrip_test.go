@@ -73,7 +73,7 @@ func newRoundTrip() (*roundTrip, error) {
 	if err != nil {
 		return nil, err
 	}
-	ln, err := tub.Listen("127.0.0.1:0", gid, nil)
+	ln, err := tub.Listen("127.0.0.1:0", gid, tub.Options{})
 	if err != nil {
 		return nil, err
 	}
@@ -81,7 +81,7 @@ func newRoundTrip() (*roundTrip, error) {
 	furl := ln.Register(capnp.Client(statsrpc.Gatherer_ServerToClient(c)))
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	conn, err := tub.Dial(ctx, furl, nid, capnp.Client{}, nil)
+	conn, err := tub.Dial(ctx, furl, nid, capnp.Client{}, tub.Options{})
 	if err != nil {
 		ln.Close()
 		return nil, err

@@ -59,7 +59,7 @@ func BenchmarkPollRound(b *testing.B) {
 
 func benchPollRound(b *testing.B, n int) {
 	raiseNofile(b, n+256)
-	g := startGatherer(b, b.TempDir(), nil)
+	g := startGatherer(b, b.TempDir(), tub.Options{})
 	quiesce()
 	rss0, gr0 := rssKiB(b), runtime.NumGoroutine()
 	heap0, stack0 := memInUse()
@@ -153,7 +153,7 @@ const stormProviders = 1000
 
 // stormOptions bound concurrent TLS handshakes at the listener's default,
 // stated here so the figure says what it was measured with.
-var stormOptions = &tub.Options{MaxHandshakes: 64}
+var stormOptions = tub.Options{MaxHandshakes: 64}
 
 // BenchmarkHandshakeStorm has 1,000 providers connect at once.
 //
@@ -276,7 +276,7 @@ func reportStorm(b *testing.B, iters int, storm, peak, steady float64) {
 func TestHarness(t *testing.T) {
 	const n = 5
 	raiseNofile(t, n+64)
-	g := startGatherer(t, t.TempDir(), nil)
+	g := startGatherer(t, t.TempDir(), tub.Options{})
 	lg := connectProviders(t, g, n, "-concurrency", "2")
 	writes := g.d.Gatherer().Metrics().Writes
 	cpu0 := cpuTime(t)

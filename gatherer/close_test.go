@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"capstats/capnp/tub"
 	"capstats/internal/fakenode"
 	"capstats/internal/testutil"
 	"capstats/statsfile"
@@ -20,7 +21,7 @@ func TestCloseWritesEveryNodeDown(t *testing.T) {
 			if err := Create(dir, CreateOptions{Hostname: "127.0.0.1"}); err != nil {
 				t.Fatal(err)
 			}
-			d, err := Start(dir, Config{Interval: time.Hour}, nil)
+			d, err := Start(dir, Config{Interval: time.Hour}, tub.Options{})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -41,7 +41,7 @@ func (d *Daemon) Run(ctx context.Context) error { return d.g.Run(ctx) }
 // and the furl (so nodes re-attach by themselves after a restart), listens,
 // and exports the Gatherer object. Call Run to poll and Close to stop.
 // Commands reach it on the control socket (see ControlSocket).
-func Start(dir string, cfg Config, opts *tub.Options) (d *Daemon, err error) {
+func Start(dir string, cfg Config, opts tub.Options) (d *Daemon, err error) {
 	fi, err := os.Stat(dir)
 	if err != nil {
 		return nil, fmt.Errorf("basedir: %w", err)

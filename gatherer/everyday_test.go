@@ -112,7 +112,7 @@ func TestRotateFurlLive(t *testing.T) {
 	// has not provided yet.
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	early, err := tub.Dial(ctx, old, fakenode.New(t, nil).ID, capnp.Client{}, nil)
+	early, err := tub.Dial(ctx, old, fakenode.New(t, nil).ID, capnp.Client{}, tub.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -169,7 +169,7 @@ func TestRotateFurlStopped(t *testing.T) {
 	if _, _, err := RotateFurl(dir); err == nil || !strings.Contains(err.Error(), "no furl file") {
 		t.Fatalf("rotate before the first start: err = %v", err)
 	}
-	d, err := Start(dir, Config{}, nil)
+	d, err := Start(dir, Config{}, tub.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -179,7 +179,7 @@ func TestRotateFurlStopped(t *testing.T) {
 	if err != nil || live || f.Swissnum == old.Swissnum {
 		t.Fatalf("rotate stopped: %s live=%v err=%v", f, live, err)
 	}
-	d, err = Start(dir, Config{}, nil)
+	d, err = Start(dir, Config{}, tub.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -205,7 +205,7 @@ func TestSetLocationKeepsTubID(t *testing.T) {
 	if err := Create(dir, CreateOptions{Hostname: "127.0.0.1"}); err != nil {
 		t.Fatal(err)
 	}
-	d, err := Start(dir, Config{}, nil)
+	d, err := Start(dir, Config{}, tub.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -236,7 +236,7 @@ func TestSetLocationKeepsTubID(t *testing.T) {
 	if got, _ := readLine(filepath.Join(dir, FurlFile)); got != f.String() {
 		t.Errorf("furl file %q, want %q", got, f)
 	}
-	d, err = Start(dir, Config{}, nil)
+	d, err = Start(dir, Config{}, tub.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -259,7 +259,7 @@ func TestControlSocket(t *testing.T) {
 	if err := Create(dir, CreateOptions{Hostname: "127.0.0.1"}); err != nil {
 		t.Fatal(err)
 	}
-	d, err := Start(dir, Config{}, nil)
+	d, err := Start(dir, Config{}, tub.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -273,7 +273,7 @@ func TestControlSocket(t *testing.T) {
 		t.Fatalf("Running: %+v %v", info, err)
 	}
 	// A second gatherer on the same basedir is refused.
-	if _, err := Start(dir, Config{}, nil); err == nil || !strings.Contains(err.Error(), "already running") {
+	if _, err := Start(dir, Config{}, tub.Options{}); err == nil || !strings.Contains(err.Error(), "already running") {
 		t.Fatalf("second Start: err = %v", err)
 	}
 	if _, err := callControl(dir, controlRequest{Op: "format-disk"}); err == nil || !strings.Contains(err.Error(), "unknown control request") {
@@ -288,7 +288,7 @@ func TestControlSocket(t *testing.T) {
 	}
 	// A socket left by a gatherer that died is replaced.
 	os.WriteFile(sock, nil, 0o600) // nothing listens behind it
-	d, err = Start(dir, Config{}, nil)
+	d, err = Start(dir, Config{}, tub.Options{})
 	if err != nil {
 		t.Fatalf("start over a stale socket: %v", err)
 	}
@@ -327,7 +327,7 @@ func TestRestartWritesOnceNodesAnswered(t *testing.T) {
 		t.Errorf("a stopped gatherer's file says %q, want %q", f.Nodes[0].LastError, Stopped)
 	}
 	restarted := time.Now()
-	d2, err := Start(dir, Config{Interval: time.Minute}, nil)
+	d2, err := Start(dir, Config{Interval: time.Minute}, tub.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"capstats/capnp/statsrpc"
+	"capstats/capnp/tub"
 	"capstats/internal/fakenode"
 	"capstats/internal/testutil"
 	"capstats/stats"
@@ -43,7 +44,7 @@ func startDaemon(t *testing.T, cfg Config) (*Daemon, *testutil.SyncBuffer) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.NewTextHandler(verbose, nil))
 	}
-	d, err := Start(dir, cfg, nil)
+	d, err := Start(dir, cfg, tub.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -173,7 +173,7 @@ func (s *tubSession) Close() error {
 // dialTub connects over the tub and calls provide(provider, nickname)
 // without waiting for the reply.
 func (n *Node) dialTub(ctx context.Context, f tub.Furl, l *link) (session, error) {
-	conn, err := tub.Dial(ctx, f, n.id, capnp.Client{}, &n.topts)
+	conn, err := tub.Dial(ctx, f, n.id, capnp.Client{}, n.topts)
 	if err != nil {
 		return nil, err
 	}

@@ -52,7 +52,7 @@ func newTestGatherer(t *testing.T, pollEvery time.Duration) *testGatherer {
 }
 
 func (g *testGatherer) start() {
-	ln, err := tub.Listen(g.addr, g.id, &tub.Options{Logger: quietLogger()})
+	ln, err := tub.Listen(g.addr, g.id, tub.Options{Logger: quietLogger()})
 	must(g.t, err)
 	g.addr = ln.Addr().String()
 	_, err = ln.RegisterAs(g.swissnum, capnp.Client(statsrpc.Gatherer_ServerToClient(gathererServer{g})))

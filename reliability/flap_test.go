@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"capstats/capnp/tub"
 	"capstats/gatherer"
 	"capstats/internal/fakenode"
 	"capstats/internal/testutil"
@@ -32,7 +33,7 @@ func TestFlapping(t *testing.T) {
 	if err := gatherer.Create(dir, gatherer.CreateOptions{Hostname: "127.0.0.1"}); err != nil {
 		t.Fatal(err)
 	}
-	d, err := gatherer.Start(dir, gatherer.Config{Interval: 200 * time.Millisecond}, nil)
+	d, err := gatherer.Start(dir, gatherer.Config{Interval: 200 * time.Millisecond}, tub.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -18,55 +18,6 @@ import (
 	"capnproto.org/go/capnp/v3/rpc"
 )
 
-// Options tune listeners and dialers. The zero value is usable.
-type Options struct {
-	// Logger receives connection events and the RPC system's protocol
-	// errors, which go-capnp drops when no logger is set.
-	Logger *slog.Logger
-	// HandshakeTimeout bounds the TCP connect plus TLS handshake, so that a
-	// client that opens TCP and never speaks is freed. Default 10s.
-	HandshakeTimeout time.Duration
-	// MaxMessageSize bounds one incoming Cap'n Proto message, so that a
-	// hostile peer cannot make this side allocate without bound.
-	// Default DefaultMaxMessageSize.
-	MaxMessageSize uint64
-	// MaxHandshakes bounds concurrent TLS handshakes on a listener, so that
-	// a storm of connections cannot exhaust CPU or memory. Default 64.
-	MaxHandshakes int
-}
-
-// DefaultMaxMessageSize is large enough for a reply of 10,000 entries with
-// long names, small enough that a hostile peer cannot exhaust memory.
-const DefaultMaxMessageSize = 8 << 20
-
-func (o *Options) logger() *slog.Logger {
-	if o == nil || o.Logger == nil {
-		return slog.New(slog.DiscardHandler)
-	}
-	return o.Logger
-}
-
-func (o *Options) handshakeTimeout() time.Duration {
-	if o == nil || o.HandshakeTimeout <= 0 {
-		return 10 * time.Second
-	}
-	return o.HandshakeTimeout
-}
-
-func (o *Options) maxMessageSize() uint64 {
-	if o == nil || o.MaxMessageSize == 0 {
-		return DefaultMaxMessageSize
-	}
-	return o.MaxMessageSize
-}
-
-func (o *Options) maxHandshakes() int {
-	if o == nil || o.MaxHandshakes <= 0 {
-		return 64
-	}
-	return o.MaxHandshakes
-}
-
 // rpcLogger passes go-capnp's messages to slog one level down, and the
 // ones that only say a connection ended, which the RPC system reports as
 // errors, down to debug: the tub logs connections itself, and a warning
@@ -108,6 +59,9 @@ type codec struct {
 
 	nc  net.Conn
 	dec *capnp.Decoder
+	// limit, when set, replaces dec.MaxMessageSize from the next message on
+	// (a listener raises it once the peer has fetched an object).
+	limit atomic.Uint64
 
 	// held is a framed Finish message that waits to go out with the next
 	// message (see outgoingMessage.Send), or alone once it has waited
@@ -210,6 +164,9 @@ func (c *codec) flushHeld() {
 }
 
 func (c *codec) Decode() (*capnp.Message, error) {
+	if n := c.limit.Load(); n != 0 {
+		c.dec.MaxMessageSize = n
+	}
 	m, err := c.dec.Decode()
 	if err != nil {
 		c.readErr.CompareAndSwap(nil, &err)
@@ -308,7 +265,7 @@ func (c *Conn) Close() error {
 // Cap'n Proto traffic, and fetches the object by its swiss number. bootstrap
 // (which may be the zero Client) is offered to the server as this side's
 // bootstrap capability; Dial takes ownership of it.
-func Dial(ctx context.Context, f Furl, id *Identity, bootstrap capnp.Client, opts *Options) (*Conn, error) {
+func Dial(ctx context.Context, f Furl, id *Identity, bootstrap capnp.Client, opts Options) (*Conn, error) {
 	if len(f.Hints) == 0 {
 		bootstrap.Release()
 		return nil, errNoHints
@@ -335,7 +292,7 @@ func Dial(ctx context.Context, f Furl, id *Identity, bootstrap capnp.Client, opt
 	return nil, errors.Join(errs...)
 }
 
-func dialTLS(ctx context.Context, addr, wantTubID string, id *Identity, opts *Options) (*tls.Conn, error) {
+func dialTLS(ctx context.Context, addr, wantTubID string, id *Identity, opts Options) (*tls.Conn, error) {
 	ctx, cancel := context.WithTimeout(ctx, opts.handshakeTimeout())
 	defer cancel()
 	var mismatch *TubIDMismatchError
@@ -367,7 +324,7 @@ func dialTLS(ctx context.Context, addr, wantTubID string, id *Identity, opts *Op
 	return nc.(*tls.Conn), nil
 }
 
-func fetch(ctx context.Context, cd *codec, f Furl, bootstrap capnp.Client, opts *Options) (*Conn, error) {
+func fetch(ctx context.Context, cd *codec, f Furl, bootstrap capnp.Client, opts Options) (*Conn, error) {
 	nc := cd.nc
 	conn := rpc.NewConn(newTransport(cd), &rpc.Options{
 		BootstrapClient: bootstrap,

@@ -34,14 +34,14 @@ func (blocker) Ping(context.Context, statsrpc.Provider_ping) error { return nil 
 // its writes, with a codec that holds a Finish for holdFor.
 func dialCounting(t *testing.T, ctx context.Context, f Furl, holdFor time.Duration) (*Conn, *codec, *countingConn) {
 	t.Helper()
-	nc, err := dialTLS(ctx, f.Hints[0], f.TubID, newID(t), nil)
+	nc, err := dialTLS(ctx, f.Hints[0], f.TubID, newID(t), Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	cc := &countingConn{Conn: nc}
 	cd := newCodec(cc, DefaultMaxMessageSize)
 	cd.holdFor = holdFor
-	conn, err := fetch(ctx, cd, f, capnp.Client{}, nil)
+	conn, err := fetch(ctx, cd, f, capnp.Client{}, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,7 +90,7 @@ func waitFor(cond func() bool) bool {
 // depend on how go-capnp sets releaseResultCaps on its two kinds of
 // Finish; a go-capnp that changes that fails here.
 func TestFinishOverRPC(t *testing.T) {
-	l, err := Listen("127.0.0.1:0", newID(t), nil)
+	l, err := Listen("127.0.0.1:0", newID(t), Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -163,7 +163,7 @@ func TestFinishOverRPC(t *testing.T) {
 // so the far side does not keep the answer until a next call that may
 // never come.
 func TestHeldFinishFlushedOnIdleConnection(t *testing.T) {
-	_, _, f := listen(t, nil)
+	_, _, f := listen(t, Options{})
 	ctx := ctxT(t)
 	conn, cd, cc := dialCounting(t, ctx, f, time.Hour)
 	// Let setting up finish (see TestFinishOverRPC), then hold briefly:

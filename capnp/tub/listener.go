@@ -31,10 +31,12 @@ type Peer struct {
 	TubID      string
 	RemoteAddr net.Addr
 
-	nc     net.Conn
-	codec  *codec
-	ctx    context.Context // canceled when the connection has ended
-	cancel context.CancelFunc
+	nc      net.Conn
+	raw     net.Conn // under nc: closing it ends the connection without a TLS alert to write
+	codec   *codec
+	ctx     context.Context // canceled when the connection has ended
+	cancel  context.CancelFunc
+	fetched atomic.Bool
 }
 
 // Err says why the connection ended, when it ended on a read error such as
@@ -74,19 +76,21 @@ func PeerFromContext(ctx context.Context) (*Peer, bool) {
 type Listener struct {
 	ln   net.Listener
 	id   *Identity
-	opts *Options
+	opts Options
 
 	mu       sync.RWMutex
 	exported map[[32]byte]export
 	conns    map[*rpc.Conn]struct{}
 	closed   bool
 
-	tlsConf  *tls.Config
-	boot     tubrpc.Tub // one restorer for every connection
-	sem      chan struct{}
-	wg       sync.WaitGroup
-	guesses  atomic.Int64
-	lastWarn atomic.Int64
+	tlsConf     *tls.Config
+	boot        tubrpc.Tub // one restorer for every connection
+	gate        *gate
+	wg          sync.WaitGroup
+	guesses     atomic.Int64
+	lastWarn    atomic.Int64
+	refused     counters
+	lastRefusal counters
 }
 
 type export struct {
@@ -95,7 +99,7 @@ type export struct {
 }
 
 // Listen starts accepting connections on addr (host:port).
-func Listen(addr string, id *Identity, opts *Options) (*Listener, error) {
+func Listen(addr string, id *Identity, opts Options) (*Listener, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, err
@@ -106,7 +110,7 @@ func Listen(addr string, id *Identity, opts *Options) (*Listener, error) {
 		opts:     opts,
 		exported: make(map[[32]byte]export),
 		conns:    make(map[*rpc.Conn]struct{}),
-		sem:      make(chan struct{}, opts.maxHandshakes()),
+		gate:     newGate(opts, softFileLimit()),
 	}
 	l.tlsConf = l.serverTLS()
 	l.boot = tubrpc.Tub_ServerToClient(&restorer{l: l})
@@ -196,6 +200,7 @@ func (l *Listener) Close() error {
 	exports := l.exported
 	l.exported = map[[32]byte]export{}
 	l.mu.Unlock()
+	l.gate.close()
 	for _, c := range conns {
 		c.Close()
 	}
@@ -207,15 +212,15 @@ func (l *Listener) Close() error {
 	return err
 }
 
+// acceptLoop accepts at once and leaves the handshake to the gate: a
+// socket that never speaks must not keep the next one from being accepted.
 func (l *Listener) acceptLoop() {
 	defer l.wg.Done()
 	log := l.opts.logger()
 	var delay time.Duration
 	for {
-		l.sem <- struct{}{}
 		nc, err := l.ln.Accept()
 		if err != nil {
-			<-l.sem
 			if errors.Is(err, net.ErrClosed) {
 				return
 			}
@@ -226,8 +231,17 @@ func (l *Listener) acceptLoop() {
 			continue
 		}
 		delay = 0
+		p, dropped, refused := l.gate.admit(nc)
+		if dropped != nil {
+			l.refuse(ReasonPendingDropped, dropped.raw.RemoteAddr())
+		}
+		if refused != "" {
+			nc.Close()
+			l.refuse(refused, nc.RemoteAddr())
+			continue
+		}
 		l.wg.Add(1)
-		go l.serve(nc)
+		go l.serve(p)
 	}
 }
 
@@ -245,18 +259,38 @@ func (l *Listener) serverTLS() *tls.Config {
 	}
 }
 
-// serve does the handshake and starts the RPC connection; the wait group
-// is done when the connection ends (or fails to start).
-func (l *Listener) serve(raw net.Conn) {
+// serve waits for a handshake slot, does the handshake and starts the RPC
+// connection; the wait group is done when the connection ends (or fails to
+// start).
+func (l *Listener) serve(p *pending) {
 	log := l.opts.logger()
+	raw := p.raw
+	timeout := l.opts.handshakeTimeout()
+	if ok, timedOut := l.gate.wait(p, time.Now().Add(timeout)); !ok {
+		if timedOut {
+			l.refuse(ReasonHandshakeTimeout, raw.RemoteAddr(), "stage", "waiting")
+		}
+		l.wg.Done()
+		return
+	}
 	tc := tls.Server(raw, l.tlsConf)
-	ctx, cancel := context.WithTimeout(context.Background(), l.opts.handshakeTimeout())
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	err := tc.HandshakeContext(ctx)
+	timedOut := ctx.Err() != nil
 	cancel()
-	<-l.sem
-	if err != nil {
-		log.Debug("TLS handshake failed", "remote", raw.RemoteAddr().String(), "err", err)
+	if !l.gate.done(p, err == nil) {
+		// Dropped for a newer connection while handshaking: counted then.
 		raw.Close()
+		l.wg.Done()
+		return
+	}
+	if err != nil {
+		raw.Close()
+		if timedOut {
+			l.refuse(ReasonHandshakeTimeout, raw.RemoteAddr(), "stage", "handshake")
+		} else {
+			l.refuse(ReasonHandshakeFailed, raw.RemoteAddr(), "err", err)
+		}
 		l.wg.Done()
 		return
 	}
@@ -264,29 +298,53 @@ func (l *Listener) serve(raw net.Conn) {
 		TubID:      TubIDOf(tc.ConnectionState().PeerCertificates[0]),
 		RemoteAddr: raw.RemoteAddr(),
 		nc:         tc,
-		codec:      newCodec(tc, l.opts.maxMessageSize()),
+		raw:        raw,
+		codec:      newCodec(tc, l.opts.preAuthMessageSize()),
 	}
 	peer.ctx, peer.cancel = context.WithCancel(context.Background())
 	peerCtx := context.WithValue(context.Background(), peerKey{}, peer)
+	// A peer that has not fetched an object by now is not a node.
+	fetchTimer := time.AfterFunc(l.opts.fetchTimeout(), func() {
+		if !peer.fetched.Load() {
+			l.refuse(ReasonFetchTimeout, peer.RemoteAddr, "peer", peer.TubID)
+			raw.Close()
+		}
+	})
 	var conn *rpc.Conn
 	// No goroutine waits for the connection to end: the RPC connection
 	// closes its transport last thing, and that cleans up.
 	peer.codec.onClose = func() {
+		fetchTimer.Stop()
+		raw.Close()
 		l.mu.Lock()
 		delete(l.conns, conn)
 		l.mu.Unlock()
+		l.gate.closeConn(p.addr)
 		peer.cancel()
 		l.wg.Done()
 	}
 	l.mu.Lock()
 	if l.closed {
 		l.mu.Unlock()
-		tc.Close()
+		fetchTimer.Stop()
+		raw.Close()
+		l.gate.closeConn(p.addr)
 		peer.cancel()
 		l.wg.Done()
 		return
 	}
-	conn = rpc.NewConn(newTransport(peer.codec), &rpc.Options{
+	maxCalls := l.opts.maxCallsInFlight()
+	tr := &guardTransport{
+		Transport: newTransport(peer.codec),
+		maxCalls:  maxCalls,
+		maxHeld:   int64(l.opts.maxHeldBytes()),
+		maxOut:    int64(4 * maxCalls),
+		exceeded: func(reason string, err error) {
+			l.refuse(reason, peer.RemoteAddr, "peer", peer.TubID)
+			raw.Close()
+		},
+	}
+	conn = rpc.NewConn(tr, &rpc.Options{
 		BootstrapClient: capnp.Client(l.boot).AddRef(),
 		Logger:          rpcLogger{log},
 		BaseContext:     func() context.Context { return peerCtx },
@@ -302,6 +360,10 @@ type restorer struct {
 	l *Listener
 }
 
+// unknownSwissnumGrace is how long a connection that fetched an unknown
+// swiss number stays open for the answer to reach the peer.
+const unknownSwissnumGrace = 200 * time.Millisecond
+
 // ErrUnknownSwissnum is what a caller of fetch sees for a swiss number that
 // names nothing. It does not repeat the number.
 var ErrUnknownSwissnum = errors.New("no object with that swiss number")
@@ -311,11 +373,21 @@ func (r *restorer) Fetch(ctx context.Context, call tubrpc.Tub_fetch) error {
 	if err != nil {
 		return err
 	}
+	peer, _ := PeerFromContext(ctx)
 	c, ok := r.l.lookup(swiss)
 	if !ok {
-		peer, _ := PeerFromContext(ctx)
 		r.l.noteGuess(peer)
+		if peer != nil {
+			// A node has the furl; a guesser gets one answer and the door.
+			// The short delay lets the answer go out first.
+			// noteGuess has logged it.
+			r.l.refused[reasonIndex(ReasonUnknownSwissnum)].Add(1)
+			time.AfterFunc(unknownSwissnumGrace, func() { peer.raw.Close() })
+		}
 		return ErrUnknownSwissnum
+	}
+	if peer != nil && !peer.fetched.Swap(true) {
+		peer.codec.limit.Store(r.l.opts.maxMessageSize())
 	}
 	res, err := call.AllocResults()
 	if err != nil {

@@ -213,7 +213,7 @@ func TestReconnectorFollowsRestartedListener(t *testing.T) {
 	swiss := NewSwissnum()
 	listenAt := func(addr string) (*Listener, Furl) {
 		t.Helper()
-		l, err := Listen(addr, id, nil)
+		l, err := Listen(addr, id, Options{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -228,7 +228,7 @@ func TestReconnectorFollowsRestartedListener(t *testing.T) {
 	var got retries
 	r := NewReconnector(func(ctx context.Context) (bool, error) {
 		dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		conn, err := Dial(dctx, f, clientID, capnp.Client{}, nil)
+		conn, err := Dial(dctx, f, clientID, capnp.Client{}, Options{})
 		cancel()
 		if err != nil {
 			return false, err

@@ -84,8 +84,8 @@ func TestPreviousVersionInteroperates(t *testing.T) {
 	ctx := ctxT(t)
 
 	t.Run("old client, new listener", func(t *testing.T) {
-		l, p, f := listen(t, nil)
-		nc, err := dialTLS(ctx, f.Hints[0], f.TubID, newID(t), nil)
+		l, p, f := listen(t, Options{})
+		nc, err := dialTLS(ctx, f.Hints[0], f.TubID, newID(t), Options{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -124,10 +124,10 @@ func TestPreviousVersionInteroperates(t *testing.T) {
 	})
 
 	t.Run("new client, old restorer", func(t *testing.T) {
-		_, p, f := listen(t, nil)
+		_, p, f := listen(t, Options{})
 		// The previous version's restorer, with its method table as the
 		// old generated code built it, serving this test's provider.
-		target, err := Dial(ctx, f, newID(t), capnp.Client{}, nil)
+		target, err := Dial(ctx, f, newID(t), capnp.Client{}, Options{})
 		if err != nil {
 			t.Fatal(err)
 		}

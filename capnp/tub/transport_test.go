@@ -54,14 +54,14 @@ func (bigReplier) Ping(context.Context, statsrpc.Provider_ping) error { return n
 func TestRepliesArriveInOneSegment(t *testing.T) {
 	for _, n := range []int{50, 5000} {
 		t.Run(fmt.Sprint(n), func(t *testing.T) {
-			l, err := Listen("127.0.0.1:0", newID(t), nil)
+			l, err := Listen("127.0.0.1:0", newID(t), Options{})
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer l.Close()
 			f := l.Register(capnp.Client(statsrpc.Provider_ServerToClient(bigReplier{n})))
 			ctx := ctxT(t)
-			conn, err := Dial(ctx, f, newID(t), capnp.Client{}, nil)
+			conn, err := Dial(ctx, f, newID(t), capnp.Client{}, Options{})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -53,7 +53,7 @@ func newID(t testing.TB) *Identity {
 	return id
 }
 
-func listen(t testing.TB, opts *Options) (*Listener, *pinger, Furl) {
+func listen(t testing.TB, opts Options) (*Listener, *pinger, Furl) {
 	t.Helper()
 	l, err := Listen("127.0.0.1:0", newID(t), opts)
 	if err != nil {
@@ -79,10 +79,10 @@ func ping(ctx context.Context, c capnp.Client) error {
 }
 
 func TestFetchAndCallSeesClientTubID(t *testing.T) {
-	_, p, f := listen(t, nil)
+	_, p, f := listen(t, Options{})
 	client := newID(t)
 	ctx := ctxT(t)
-	conn, err := Dial(ctx, f, client, capnp.Client{}, nil)
+	conn, err := Dial(ctx, f, client, capnp.Client{}, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -101,7 +101,7 @@ func TestFetchAndCallSeesClientTubID(t *testing.T) {
 }
 
 func TestDialTriesHintsInOrder(t *testing.T) {
-	_, _, f := listen(t, nil)
+	_, _, f := listen(t, Options{})
 	// A closed port first: the dialer must move on to the next hint.
 	dead, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -110,7 +110,7 @@ func TestDialTriesHintsInOrder(t *testing.T) {
 	deadAddr := dead.Addr().String()
 	dead.Close()
 	f.Hints = append([]string{deadAddr}, f.Hints...)
-	conn, err := Dial(ctxT(t), f, newID(t), capnp.Client{}, nil)
+	conn, err := Dial(ctxT(t), f, newID(t), capnp.Client{}, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -118,9 +118,9 @@ func TestDialTriesHintsInOrder(t *testing.T) {
 }
 
 func TestWrongTubIDFailsHandshake(t *testing.T) {
-	_, p, f := listen(t, nil)
+	_, p, f := listen(t, Options{})
 	f.TubID = newID(t).TubID()
-	_, err := Dial(ctxT(t), f, newID(t), capnp.Client{}, nil)
+	_, err := Dial(ctxT(t), f, newID(t), capnp.Client{}, Options{})
 	var mm *TubIDMismatchError
 	if !errors.As(err, &mm) {
 		t.Fatalf("Dial with wrong tub ID: err = %v, want TubIDMismatchError", err)
@@ -139,14 +139,14 @@ func TestWrongSwissnumNotEchoed(t *testing.T) {
 	var logs bytes.Buffer
 	var mu sync.Mutex
 	logger := slog.New(slog.NewTextHandler(lockedWriter{&mu, &logs}, nil))
-	l, _, f := listen(t, &Options{Logger: logger})
+	l, _, f := listen(t, Options{Logger: logger})
 	// Every guess is refused and counted, however long the guesses take
 	// on a busy machine: each has a bound of its own to give up by.
 	const guesses = 200
 	start := time.Now()
 	for i := 0; i < guesses; i++ {
 		f.Swissnum = NewSwissnum()
-		_, err := Dial(ctxT(t), f, newID(t), capnp.Client{}, nil)
+		_, err := Dial(ctxT(t), f, newID(t), capnp.Client{}, Options{})
 		if err == nil {
 			t.Fatal("Dial with a wrong swiss number succeeded")
 		}
@@ -201,7 +201,7 @@ func expectRefused(t *testing.T, nc net.Conn, what string) {
 }
 
 func TestClientWithoutCertificateRefused(t *testing.T) {
-	l, p, _ := listen(t, nil)
+	l, p, _ := listen(t, Options{})
 	nc, err := tls.Dial("tcp", l.Addr().String(), &tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS13})
 	if err == nil {
 		expectRefused(t, nc, "client without certificate")
@@ -215,7 +215,7 @@ func TestClientWithoutCertificateRefused(t *testing.T) {
 }
 
 func TestTLS12ClientRefused(t *testing.T) {
-	l, _, _ := listen(t, nil)
+	l, _, _ := listen(t, Options{})
 	id := newID(t)
 	_, err := tls.Dial("tcp", l.Addr().String(), &tls.Config{
 		InsecureSkipVerify: true, MaxVersion: tls.VersionTLS12,
@@ -227,7 +227,7 @@ func TestTLS12ClientRefused(t *testing.T) {
 }
 
 func TestGarbageAndSlowlorisFreed(t *testing.T) {
-	l, _, f := listen(t, &Options{HandshakeTimeout: 300 * time.Millisecond})
+	l, _, f := listen(t, Options{HandshakeTimeout: 300 * time.Millisecond})
 	base := runtime.NumGoroutine()
 	garbage, err := net.Dial("tcp", l.Addr().String())
 	if err != nil {
@@ -250,7 +250,7 @@ func TestGarbageAndSlowlorisFreed(t *testing.T) {
 		c.Close()
 	}
 	// Still serving real clients afterwards.
-	conn, err := Dial(ctxT(t), f, newID(t), capnp.Client{}, nil)
+	conn, err := Dial(ctxT(t), f, newID(t), capnp.Client{}, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -259,18 +259,18 @@ func TestGarbageAndSlowlorisFreed(t *testing.T) {
 }
 
 func TestChurnLeavesNoGoroutines(t *testing.T) {
-	_, p, f := listen(t, nil)
+	_, p, f := listen(t, Options{})
 	ctx := ctxT(t)
 	client := newID(t)
 	// Warm up once so lazily started runtime goroutines are in the baseline.
-	conn, err := Dial(ctx, f, client, capnp.Client{}, nil)
+	conn, err := Dial(ctx, f, client, capnp.Client{}, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	conn.Close()
 	base := runtime.NumGoroutine()
 	for i := 0; i < 200; i++ {
-		conn, err := Dial(ctx, f, client, capnp.Client{}, nil)
+		conn, err := Dial(ctx, f, client, capnp.Client{}, Options{})
 		if err != nil {
 			t.Fatalf("cycle %d: %v", i, err)
 		}
@@ -309,14 +309,14 @@ func waitGoroutines(t *testing.T, base int) {
 // connection: the server's Peer (caught in a call) and the client's Conn.
 func connectedPeer(t *testing.T) (*Peer, *Conn) {
 	t.Helper()
-	l, err := Listen("127.0.0.1:0", newID(t), nil)
+	l, err := Listen("127.0.0.1:0", newID(t), Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { l.Close() })
 	peers := make(chan *Peer, 1)
 	f := l.Register(capnp.Client(statsrpc.Provider_ServerToClient(peerCatcher(peers))))
-	conn, err := Dial(ctxT(t), f, newID(t), capnp.Client{}, nil)
+	conn, err := Dial(ctxT(t), f, newID(t), capnp.Client{}, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -442,9 +442,9 @@ func TestRPCLoggerQuietOnOrdinaryEnds(t *testing.T) {
 }
 
 func TestUnregisterRefusesLaterFetches(t *testing.T) {
-	l, _, old := listen(t, nil)
+	l, _, old := listen(t, Options{})
 	ctx := ctxT(t)
-	held, err := Dial(ctx, old, newID(t), capnp.Client{}, nil)
+	held, err := Dial(ctx, old, newID(t), capnp.Client{}, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -456,10 +456,10 @@ func TestUnregisterRefusesLaterFetches(t *testing.T) {
 	if l.Unregister(old.Swissnum) {
 		t.Error("second Unregister reported true")
 	}
-	if _, err := Dial(ctx, old, newID(t), capnp.Client{}, nil); err == nil || !strings.Contains(err.Error(), "no object with that swiss number") {
+	if _, err := Dial(ctx, old, newID(t), capnp.Client{}, Options{}); err == nil || !strings.Contains(err.Error(), "no object with that swiss number") {
 		t.Fatalf("fetch of the withdrawn swiss number: err = %v, want a refusal", err)
 	}
-	conn, err := Dial(ctx, fresh, newID(t), capnp.Client{}, nil)
+	conn, err := Dial(ctx, fresh, newID(t), capnp.Client{}, Options{})
 	if err != nil {
 		t.Fatalf("the other export stopped working: %v", err)
 	}

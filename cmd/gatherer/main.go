@@ -336,7 +336,12 @@ func (c *RunCmd) run(cli *CLI, log *slog.Logger, create bool) error {
 		hist = web.NewHistory(web.HistoryOptions{Interval: c.Interval})
 		cfg.OnPoll = hist.Record
 	}
-	d, err := gatherer.Start(cli.Basedir, cfg, &tub.Options{Logger: log})
+	// Every node is a descriptor; the listener keeps a reserve of them free
+	// for the stats file and HTTP.
+	if nofile, err := tub.RaiseFileLimit(); err != nil {
+		log.Warn("could not raise the open-files limit", "limit", nofile, "err", err)
+	}
+	d, err := gatherer.Start(cli.Basedir, cfg, tub.Options{Logger: log})
 	if err != nil {
 		return err
 	}
@@ -353,7 +358,7 @@ The furl for nodes on this host: %[3]s
 	log.Info("gatherer running", "tubid", d.Listener.TubID(), "listen", d.Listener.Addr().String(),
 		"interval", used.Interval, "timeout", used.Timeout, "write_after", used.WriteAfter)
 	if httpLn != nil {
-		srv := httpserve.New(web.New(d.Gatherer(), web.Options{History: hist, Interval: c.Interval, Logger: log}), httpserve.Options{Logger: log})
+		srv := httpserve.New(web.New(d.Gatherer(), web.Options{History: hist, Interval: c.Interval, Logger: log, Tub: d.Listener}), httpserve.Options{Logger: log})
 		go srv.Serve(httpLn)
 		defer func() {
 			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

@@ -219,7 +219,7 @@ func run(ctx context.Context, cfg config) error {
 	fmt.Printf("loadgen: identities n=%d seconds=%.3f\n", cfg.n, time.Since(start).Seconds())
 
 	total := &counters{}
-	opts := &tub.Options{Logger: slog.New(slog.DiscardHandler), HandshakeTimeout: cfg.handshake}
+	opts := tub.Options{Logger: slog.New(slog.DiscardHandler), HandshakeTimeout: cfg.handshake}
 	sem := make(chan struct{}, cfg.concurrency)
 	errs := &errLog{max: 5}
 	var settled sync.WaitGroup // each provider: connected once, or gave up
@@ -265,7 +265,7 @@ func run(ctx context.Context, cfg config) error {
 
 // loop dials, provides, waits for the connection to end, and with
 // -reconnect dials again, until ctx ends or the attempts run out.
-func (p *provider) loop(ctx context.Context, cfg config, opts *tub.Options, sem chan struct{}, settle func(), errs *errLog) {
+func (p *provider) loop(ctx context.Context, cfg config, opts tub.Options, sem chan struct{}, settle func(), errs *errLog) {
 	settleOnce := sync.OnceFunc(settle)
 	defer settleOnce()
 	ctx, stop := context.WithCancel(ctx)
@@ -304,7 +304,7 @@ func (p *provider) loop(ctx context.Context, cfg config, opts *tub.Options, sem 
 
 // connect dials the gatherer and calls provide, holding a slot of sem
 // while it does.
-func (p *provider) connect(ctx context.Context, cfg config, opts *tub.Options, sem chan struct{}) (*tub.Conn, error) {
+func (p *provider) connect(ctx context.Context, cfg config, opts tub.Options, sem chan struct{}) (*tub.Conn, error) {
 	select {
 	case sem <- struct{}{}:
 	case <-ctx.Done():

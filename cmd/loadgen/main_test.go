@@ -62,7 +62,7 @@ func TestReconnectsAfterGathererRestart(t *testing.T) {
 	g := countingGatherer{provides: make(chan string, 100)}
 	listen := func(addr string) (*tub.Listener, tub.Furl) {
 		t.Helper()
-		l, err := tub.Listen(addr, id, nil)
+		l, err := tub.Listen(addr, id, tub.Options{})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -86,7 +86,7 @@ func startLive(t *testing.T, interval time.Duration, ho HistoryOptions) *live {
 		Interval: interval,
 		Logger:   slog.New(slog.DiscardHandler),
 		OnPoll:   hist.Record,
-	}, nil)
+	}, tub.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -24,6 +24,7 @@ import (
 	"strings"
 	"time"
 
+	"capstats/capnp/tub"
 	"capstats/gatherer"
 	"capstats/openmetrics"
 	"capstats/stats"
@@ -61,6 +62,9 @@ type Options struct {
 	Now func() time.Time
 	// Logger gets request errors. Default: discard.
 	Logger *slog.Logger
+	// Tub, when set, is the listener whose connection figures and
+	// refusals /metrics shows (capstats_tub_*).
+	Tub interface{ Metrics() tub.Metrics }
 }
 
 // DefaultPageSize keeps the status page of a big grid quick to draw and
@@ -197,6 +201,10 @@ const (
 	MetricPollDuration    = "capstats_poll_duration_seconds"
 	MetricPollErrors      = "capstats_poll_errors"
 	MetricDropped         = "capstats_gatherer_exposition_dropped_entries"
+	MetricTubConnections  = "capstats_tub_connections"
+	MetricTubPending      = "capstats_tub_pending_handshakes"
+	MetricTubMaxConns     = "capstats_tub_max_connections"
+	MetricTubRefusals     = "capstats_tub_refusals"
 	labelTubID, labelNick = "tubid", "nickname"
 )
 
@@ -233,6 +241,10 @@ func (h *Handler) WriteMetrics(e *openmetrics.Encoder) {
 	gauge(MetricWriteDuration, "How long the last write of the stats file took.", floatIf(wrote, m.LastWriteSeconds))
 	if b := m.LastWriteBytes; b > 0 { // only once the gatherer records it
 		gauge(MetricStatsFileBytes, "Size of the stats file at the last write.", stats.Int(b))
+	}
+
+	if h.opts.Tub != nil {
+		writeTubMetrics(e, h.opts.Tub.Metrics())
 	}
 
 	labels := make([]openmetrics.LabelSet, len(file.Nodes))
@@ -286,6 +298,26 @@ func (h *Handler) WriteMetrics(e *openmetrics.Encoder) {
 			n      int
 		}{{"clash", d.Clashes}, {"duplicate", d.Duplicates}, {"invalid", d.Invalid}} {
 			e.Sample(openmetrics.NewLabelSet(openmetrics.Label{Name: "reason", Value: c.reason}), stats.Int(int64(c.n)))
+		}
+	}
+}
+
+// writeTubMetrics writes the listener's figures: what it holds now and
+// every connection it refused or dropped, by reason (tub.Reason*).
+func writeTubMetrics(e *openmetrics.Encoder, m tub.Metrics) {
+	none := openmetrics.LabelSet{}
+	if e.Family(MetricTubConnections, openmetrics.Gauge, "Connections to the gatherer's port that finished their TLS handshake, now.") {
+		e.Sample(none, stats.Int(m.Connections))
+	}
+	if e.Family(MetricTubPending, openmetrics.Gauge, "Connections accepted that have not finished their TLS handshake, now.") {
+		e.Sample(none, stats.Int(m.Pending))
+	}
+	if e.Family(MetricTubMaxConns, openmetrics.Gauge, "The bound on connections in force (lowered to keep file descriptors free).") {
+		e.Sample(none, stats.Int(m.MaxConns))
+	}
+	if e.Family(MetricTubRefusals, openmetrics.Counter, "Connections refused or closed by the gatherer's listener before or beyond what a node needs, by reason.") {
+		for _, r := range m.Refusals() {
+			e.Sample(openmetrics.NewLabelSet(openmetrics.Label{Name: "reason", Value: r.Reason}), stats.Int(r.Count))
 		}
 	}
 }

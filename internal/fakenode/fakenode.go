@@ -79,7 +79,7 @@ func (p *Provider) Client() statsrpc.Provider { return statsrpc.Provider_ServerT
 // Attach dials furl, calls provide(p, nickname) and waits for the reply.
 // The caller closes the Conn.
 func (p *Provider) Attach(ctx context.Context, furl tub.Furl, nickname string) (*tub.Conn, error) {
-	conn, err := tub.Dial(ctx, furl, p.ID, capnp.Client{}, nil)
+	conn, err := tub.Dial(ctx, furl, p.ID, capnp.Client{}, tub.Options{})
 	if err != nil {
 		return nil, err
 	}

@@ -1,0 +1,120 @@
+package tub
+
+import (
+	"errors"
+	"strings"
+	"sync/atomic"
+
+	"capnproto.org/go/capnp/v3/rpc/transport"
+	rpccp "capnproto.org/go/capnp/v3/std/capnp/rpc"
+)
+
+// Errors that end a connection whose peer went over a per-connection bound.
+var (
+	errTooManyCalls = errors.New("peer has too many calls in flight")
+	errTooMuchHeld  = errors.New("peer's messages hold too much memory")
+	errSendBacklog  = errors.New("peer does not read what it is sent")
+)
+
+// guardTransport bounds what one peer can make this side hold: calls it has
+// not finished (each keeps an answer, and its Return, until the peer sends
+// Finish), the bytes of the messages it sent that are still in use, and the
+// messages queued to it while it does not read. Going over any of them ends
+// the connection; queuing would only move the memory elsewhere.
+type guardTransport struct {
+	transport.Transport
+	maxCalls int
+	maxHeld  int64
+	maxOut   int64
+	exceeded func(reason string, err error) // called once, before the error ends the connection
+
+	calls int // only the RPC connection's reader goroutine touches it
+	held  atomic.Int64
+	out   atomic.Int64
+	over  atomic.Bool
+}
+
+func (g *guardTransport) fail(reason string, err error) error {
+	if g.over.CompareAndSwap(false, true) && g.exceeded != nil {
+		g.exceeded(reason, err)
+	}
+	return err
+}
+
+func (g *guardTransport) RecvMessage() (transport.IncomingMessage, error) {
+	in, err := g.Transport.RecvMessage()
+	if err != nil {
+		if strings.Contains(err.Error(), "message too large") {
+			g.fail(ReasonMessageSize, err)
+		}
+		return in, err
+	}
+	m := in.Message()
+	switch m.Which() {
+	case rpccp.Message_Which_call, rpccp.Message_Which_bootstrap:
+		g.calls++
+		if g.calls > g.maxCalls {
+			in.Release()
+			return nil, g.fail(ReasonCallsInFlight, errTooManyCalls)
+		}
+	case rpccp.Message_Which_finish:
+		// A Finish for a question that does not exist ends the connection
+		// in the RPC system, so a peer cannot talk the count down.
+		if g.calls > 0 {
+			g.calls--
+		}
+	}
+	size, _ := m.Message().TotalSize()
+	if g.held.Add(int64(size)) > g.maxHeld {
+		g.held.Add(-int64(size))
+		in.Release()
+		return nil, g.fail(ReasonHeldBytes, errTooMuchHeld)
+	}
+	return &guardedIn{IncomingMessage: in, g: g, size: int64(size)}, nil
+}
+
+// NewMessage never refuses for the backlog: go-capnp does not expect a
+// failure here everywhere (it takes a method value of the message before
+// checking the error). exceeded closes the connection instead, and the RPC
+// system then drops its queue.
+func (g *guardTransport) NewMessage() (transport.OutgoingMessage, error) {
+	if g.out.Add(1) > g.maxOut {
+		g.fail(ReasonSendBacklog, errSendBacklog)
+	}
+	m, err := g.Transport.NewMessage()
+	if err != nil {
+		g.out.Add(-1)
+		return nil, err
+	}
+	return &guardedOut{OutgoingMessage: m, g: g}, nil
+}
+
+// guardedIn gives its bytes back to the connection's budget on Release.
+type guardedIn struct {
+	transport.IncomingMessage
+	g        *guardTransport
+	size     int64
+	released atomic.Bool
+}
+
+func (m *guardedIn) Release() {
+	if m.released.CompareAndSwap(false, true) {
+		m.g.held.Add(-m.size)
+	}
+	m.IncomingMessage.Release()
+}
+
+// guardedOut counts as queued until it is released, which the RPC system
+// does once it is written (and, for a Return, once the peer finished it).
+type guardedOut struct {
+	transport.OutgoingMessage
+	g        *guardTransport
+	released atomic.Bool
+}
+
+func (m *guardedOut) Release() {
+	if m.released.CompareAndSwap(false, true) {
+		m.g.out.Add(-1)
+	}
+	m.OutgoingMessage.Release()
+}
