@@ -236,8 +236,8 @@ func (l *Listener) acceptLoop() {
 			l.refuse(ReasonPendingDropped, dropped.raw.RemoteAddr())
 		}
 		if refused != "" {
-			nc.Close()
 			l.refuse(refused, nc.RemoteAddr())
+			nc.Close()
 			continue
 		}
 		l.wg.Add(1)
