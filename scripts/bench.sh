@@ -76,7 +76,7 @@ function fmt_t(ns) {
 function has(k) { return (k in v) }
 function check(what, got, op, want, unit,   ok) {
 	if (got == "") { printf "  %-58s %s\n", what, "not measured"; return }
-	ok = (op == "<=") ? (got + 0 <= want + 0) : (got + 0 == want + 0)
+	ok = (op == "<=") ? (got + 0 <= want + 0) : (op == ">=") ? (got + 0 >= want + 0) : (got + 0 == want + 0)
 	printf "  %-58s %12s %-4s (target %s %s)  %s\n", what, sprintf("%.4g", got), unit, op, want, ok ? "MET" : "MISSED"
 }
 /^pkg: / { pkg = $2; sub(/^capstats\//, "", pkg) }
@@ -145,6 +145,10 @@ END {
 			v[k, "gave-up"], v[k, "peak-goroutines"], v[k, "steady-goroutines"], v[k, "peak-goroutines"] - v[k, "steady-goroutines"]
 		check("4. storm (" modes[s] "): providers never polled", v[k, "gave-up"], "==", 0, "")
 	}
+	k = "statsd.BenchmarkIngest"
+	if ((k, "lines/s") in v) check("15. StatsD ingest, one goroutine", v[k, "lines/s"], ">=", 500000, "lines/s")
+	k = "scrape.BenchmarkSnapshotWithScrape"
+	if ((k, "cpu-us/poll") in v) printf "  15. node CPU per poll, 1,000-series scrape: %.0f µs\n", v[k, "cpu-us/poll"]
 	k = "bench.BenchmarkPlugin1000"
 	if ((k, "fetch-ms") in v) {
 		check("5. plugin fetch, 1,000 nodes, whole process", v[k, "fetch-ms"], "<=", 10, "ms")
