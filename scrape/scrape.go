@@ -30,7 +30,10 @@
 //
 // A prefix (Options.Prefix) goes in front of every name. Names the gatherer
 // would refuse (longer than 256 bytes, control characters) and entries past
-// Options.MaxEntries are left out and counted in node.scrape_dropped.
+// Options.MaxEntries are left out and counted in node.scrape_dropped, and so
+// are new counter names once a target has had MaxEntries distinct ones
+// (the node keeps every counter it has seen, so label values that churn
+// must not grow it without bound).
 //
 // A scraped counter is the service's total: the node's counter of that name
 // follows it, and when the service restarts (its total goes down) the
@@ -232,9 +235,16 @@ func (t *Target) stats() stats.Map {
 	if t.last == nil {
 		t.last = make(map[string]int64, len(res.Counters))
 	}
+	var dropped int64
 	for name, v := range res.Counters {
 		total := v.Int()
 		prev, seen := t.last[name]
+		if !seen && len(t.last) >= t.opts.MaxEntries {
+			// A counter never goes away from the provider: a service whose
+			// label values churn must not grow it without bound.
+			dropped++
+			continue
+		}
 		switch {
 		case !seen:
 			t.p.Counter(name).Add(total)
@@ -246,6 +256,9 @@ func (t *Target) stats() stats.Map {
 			t.p.Count(name, total)
 		}
 		t.last[name] = total
+	}
+	if dropped > 0 {
+		t.p.Count(DroppedCounter, dropped)
 	}
 	return res.Stats
 }

@@ -313,6 +313,32 @@ func TestTargetMirrorsCounters(t *testing.T) {
 	}
 }
 
+// TestCounterNamesBounded: a service whose counter labels churn adds new
+// names every scrape; the node keeps at most MaxEntries of them.
+func TestCounterNamesBounded(t *testing.T) {
+	var n atomic.Int64
+	srv := tahoeServer(t, func() []byte {
+		i := n.Add(1)
+		return []byte(fmt.Sprintf(`{"counters": {"req.pid%d": 1, "req.pid%d": 1}, "stats": {}}`, 2*i, 2*i+1))
+	})
+	p := node.NewProvider(node.ProviderOptions{})
+	tg, _ := New(srv.URL+"/statistics?t=json", Options{MaxEntries: 5})
+	tg.Register(p)
+	var snap stats.Snapshot
+	for range 10 {
+		snap = p.Snapshot(context.Background())
+	}
+	names := 0
+	for name := range snap.Counters.All() {
+		if strings.HasPrefix(name, "req.") {
+			names++
+		}
+	}
+	if v, _ := snap.Counters.Get(DroppedCounter); names != 5 || v.Int() != 15 {
+		t.Errorf("%d req.* counters kept, %v dropped; want 5 and 15", names, v)
+	}
+}
+
 func TestNewRefusesBadURLs(t *testing.T) {
 	for _, u := range []string{"", "file:///etc/passwd", "localhost:3456", "http://", "://x"} {
 		if _, err := New(u, Options{}); err == nil {
