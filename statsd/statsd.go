@@ -72,7 +72,7 @@ const (
 const (
 	DefaultMaxNames     = 1000
 	DefaultMaxPacket    = 65536
-	DefaultMaxSamples   = 10000
+	DefaultMaxSamples   = 1000
 	DefaultMaxSetValues = 100000
 	MaxNameLen          = 200
 )
@@ -86,7 +86,8 @@ type Options struct {
 	MaxPacket int
 	// MaxSamples bounds the samples a timer keeps per window for its
 	// percentiles (a uniform sample of them when more arrive; samplesize
-	// and mean still count them all); 0 means DefaultMaxSamples.
+	// and mean still count them all); 0 means DefaultMaxSamples, the 1,000
+	// Tahoe-LAFS keeps per latency category, enough for 99_9_percentile.
 	MaxSamples int
 	// MaxSetValues bounds the distinct values kept per window over all
 	// sets; 0 means DefaultMaxSetValues.

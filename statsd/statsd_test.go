@@ -196,6 +196,31 @@ s.sendto(b"\xff\xfe:1|c", ("127.0.0.1", int(sys.argv[1])))
 	}
 }
 
+// TestShortBuffer: a datagram longer than MaxPacket is cut by the kernel;
+// its complete lines count, the cut one is a bad line.
+func TestShortBuffer(t *testing.T) {
+	p := node.NewProvider(node.ProviderOptions{Logger: quiet()})
+	srv, err := Listen("127.0.0.1:0", p, Options{MaxPacket: 32})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	c, err := net.Dial("udp", srv.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.Write([]byte("a:1|c\nb:2|c\nccccccccccccccccccccc:3|c\n")) // 41 bytes
+	deadline := time.Now().Add(20 * time.Second)
+	for p.Counter(BadLinesCounter).Load() == 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	c2, _ := snapshot(p)
+	if c2["a"] != "1" || c2["b"] != "2" || c2["ccccccccccccccccccccc"] != "" || c2[BadLinesCounter] != "1" {
+		t.Errorf("a cut datagram: %v", c2)
+	}
+}
+
 func TestCloseStopsReader(t *testing.T) {
 	p := node.NewProvider(node.ProviderOptions{Logger: quiet()})
 	srv, err := Listen("127.0.0.1:0", p, Options{})
