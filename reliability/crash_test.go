@@ -28,7 +28,7 @@ func TestKillDuringWrites(t *testing.T) {
 	const providers, kills = 50, 20
 	dir := createGatherer(t)
 	statsPath := filepath.Join(dir, "stats.json")
-	g := startGatherer(t, dir, "--interval", "200ms")
+	g := startGatherer(t, dir, "--interval", "1s")
 	furl := g.furl
 
 	ctx, cancel := context.WithCancel(context.Background())
@@ -64,7 +64,7 @@ func TestKillDuringWrites(t *testing.T) {
 		}
 		held = now
 		leftovers, _ := filepath.Glob(filepath.Join(dir, ".*.tmp-*"))
-		g = startGatherer(t, dir, "--interval", "200ms")
+		g = startGatherer(t, dir, "--interval", "1s")
 		if g.furl.String() != furl.String() {
 			t.Fatalf("kill %d: furl changed on restart", k)
 		}

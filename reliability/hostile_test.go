@@ -45,7 +45,7 @@ func TestHostileProviders(t *testing.T) {
 		t.Skip("builds and runs the gatherer binary against hostile providers")
 	}
 	dir := createGatherer(t)
-	g := startGatherer(t, dir, "--interval", "300ms")
+	g := startGatherer(t, dir, "--interval", "1s")
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 
@@ -117,7 +117,7 @@ func TestProvideLoop(t *testing.T) {
 		t.Skip("10,000 provide calls")
 	}
 	dir := createGatherer(t)
-	g := startGatherer(t, dir, "--interval", "300ms")
+	g := startGatherer(t, dir, "--interval", "1s")
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	honest, _ := fakenode.Connect(t, g.furl, "honest", fakenode.AnswerWith(fakenode.SnapshotOf(20)))
