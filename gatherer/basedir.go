@@ -70,12 +70,14 @@ func CheckBasedir(dir string) error {
 	if !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("basedir %s: %w", dir, err)
 	}
-	what := "holds no gatherer (no " + KeyFile + ")"
-	if empty, _ := IsEmptyDir(dir); empty {
-		what = "does not exist"
-		if _, err := os.Stat(dir); err == nil {
-			what = "is empty"
-		}
+	if empty, _ := IsEmptyDir(dir); !empty {
+		// gatherer create refuses a directory with files in it: do not
+		// suggest it for this one.
+		return fmt.Errorf("basedir %s holds no gatherer (no %s); is it the right directory? A new gatherer needs a new one: gatherer create --basedir NEWDIR --hostname HOST", dir, KeyFile)
+	}
+	what := "does not exist"
+	if _, err := os.Stat(dir); err == nil {
+		what = "is empty"
 	}
 	return fmt.Errorf("basedir %s %s. Create a gatherer there with: gatherer create --basedir %s --hostname HOST (or start a loopback-only one with: gatherer --basedir %s)", dir, what, dir, dir)
 }

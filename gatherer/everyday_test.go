@@ -361,3 +361,30 @@ func provideOn(ctx context.Context, conn *tub.Conn, p *fakenode.Provider) error 
 	_, err := fut.Struct()
 	return err
 }
+
+// Every command CheckBasedir suggests works on the directory it names.
+func TestCheckBasedirAdviceWorks(t *testing.T) {
+	missing := filepath.Join(t.TempDir(), "missing")
+	empty := t.TempDir()
+	other := t.TempDir()
+	os.WriteFile(filepath.Join(other, "notes.txt"), []byte("x"), 0o644)
+	for _, dir := range []string{missing, empty} {
+		err := CheckBasedir(dir)
+		if err == nil || !strings.Contains(err.Error(), "gatherer create --basedir "+dir+" --hostname HOST") {
+			t.Fatalf("CheckBasedir(%s) = %v", dir, err)
+		}
+		if err := Create(dir, CreateOptions{Hostname: "127.0.0.1"}); err != nil {
+			t.Fatalf("the suggested create on %s: %v", dir, err)
+		}
+		if err := CheckBasedir(dir); err != nil {
+			t.Errorf("after create: %v", err)
+		}
+	}
+	err := CheckBasedir(other)
+	if err == nil || strings.Contains(err.Error(), "--basedir "+other) || !strings.Contains(err.Error(), "NEWDIR") {
+		t.Fatalf("CheckBasedir of a directory with other files = %v: must not suggest create on it", err)
+	}
+	if Create(other, CreateOptions{Hostname: "127.0.0.1"}) == nil {
+		t.Fatal("create accepted a directory with other files")
+	}
+}
