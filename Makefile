@@ -8,7 +8,9 @@ FUZZTIME  ?= 30s
 # go command can: a checkout with git; BUILDVCS=false turns it off.
 BUILDVCS  ?= auto
 
-.PHONY: all build test test-loaded test-short generate bench demo run install lint fuzz deps clean
+DEB_OUT   ?= dist
+
+.PHONY: all build test test-loaded test-short generate bench demo run install deb lint fuzz deps clean
 
 all: build
 
@@ -46,9 +48,23 @@ demo: build
 run: build
 	DEMO_KEEP=1 scripts/demo.sh
 
+# For systems without the Debian package: the binaries, the munin setup
+# script, the systemd units (pointed at PREFIX) and the README. The units run
+# as the user capstats, which this does not create (see README, "Deploying").
 install: build
-	install -d $(DESTDIR)$(PREFIX)/bin
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)$(PREFIX)/lib/systemd/system $(DESTDIR)$(PREFIX)/share/doc/capstats
 	install -m 0755 $(addprefix bin/,$(BINARIES)) $(DESTDIR)$(PREFIX)/bin/
+	install -m 0755 scripts/install-munin.sh $(DESTDIR)$(PREFIX)/sbin/capstats-install-munin
+	for u in scripts/systemd/*.service; do \
+		sed -e 's|/usr/local/bin/|$(PREFIX)/bin/|g' -e 's|/usr/local/share/doc/|$(PREFIX)/share/doc/|g' $$u >$(DESTDIR)$(PREFIX)/lib/systemd/system/$${u##*/} && \
+		chmod 0644 $(DESTDIR)$(PREFIX)/lib/systemd/system/$${u##*/} || exit 1; \
+	done
+	install -m 0644 README.md $(DESTDIR)$(PREFIX)/share/doc/capstats/
+	@getent passwd capstats >/dev/null || echo "make install: the units run as the system user capstats; create it (as root): adduser --system --group --home /var/lib/capstats --no-create-home capstats"
+
+# A Debian package in DEB_OUT, built with dpkg-deb (packaging/deb).
+deb:
+	GO="$(GO)" BUILDVCS="$(BUILDVCS)" packaging/deb/build-deb.sh $(DEB_OUT)
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed: $$out" >&2; exit 1; fi
@@ -58,4 +74,4 @@ fuzz:
 	scripts/fuzz.sh $(FUZZTIME)
 
 clean:
-	rm -rf bin
+	rm -rf bin dist

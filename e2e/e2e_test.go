@@ -281,6 +281,19 @@ func TestMakeInstall(t *testing.T) {
 			t.Errorf("installed %s --help: %v\n%s", name, err, out)
 		}
 	}
+	// The units, pointed at PREFIX, and the munin setup script.
+	for unit, want := range map[string]string{
+		"capstats-gatherer.service": "\nExecStart=/usr/bin/gatherer run ",
+		"capstats-node.service":     "\nExecStart=/usr/bin/capstats-node ",
+	} {
+		b, err := os.ReadFile(filepath.Join(dest, "usr", "lib", "systemd", "system", unit))
+		if err != nil || !strings.Contains(string(b), want) || strings.Contains(string(b), "/usr/local/") {
+			t.Errorf("make install PREFIX=/usr: %s lacks %q or names /usr/local: %v\n%s", unit, strings.TrimSpace(want), err, b)
+		}
+	}
+	if out, err := exec.Command(filepath.Join(dest, "usr", "sbin", "capstats-install-munin"), "--help").CombinedOutput(); err != nil || !strings.Contains(string(out), "--uninstall") {
+		t.Errorf("installed capstats-install-munin --help: %v\n%s", err, out)
+	}
 }
 
 // TestDemoKeep: `make run` (DEMO_KEEP=1) keeps the demo running until

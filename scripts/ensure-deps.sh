@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Installs what the tests need and a fresh Debian machine lacks: the Cap'n
 # Proto compiler (to check generated code is current), munin-node (the real
-# munin-run / munin-node / munin-node-configure), promtool (prometheus) and
-# chromium (the status page test), and for the sidecar tests a real
-# Prometheus exporter (prometheus-node-exporter) and a real StatsD client
-# (python3-statsd). Only missing pieces are installed.
+# munin-run / munin-node / munin-node-configure), promtool (prometheus),
+# chromium (the status page test), lintian (the .deb test), and for the
+# sidecar tests a real Prometheus exporter (prometheus-node-exporter) and a
+# real StatsD client (python3-statsd). Only missing pieces are installed.
 set -euo pipefail
 
 need=()
@@ -14,6 +14,7 @@ command -v promtool >/dev/null || need+=(prometheus)
 command -v chromium >/dev/null || need+=(chromium)
 command -v prometheus-node-exporter >/dev/null || need+=(prometheus-node-exporter)
 /usr/bin/python3 -c 'import statsd' 2>/dev/null || need+=(python3-statsd)
+command -v lintian >/dev/null || need+=(lintian)
 
 [ ${#need[@]} -eq 0 ] && exit 0
 

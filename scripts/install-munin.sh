@@ -33,7 +33,7 @@
 # Running it again with the same arguments changes nothing.
 set -eu
 
-prog=install-munin.sh
+prog=${0##*/}
 lib_dir=/usr/share/munin/plugins
 plugins_dir=/etc/munin/plugins
 conf_dir=/etc/munin/plugin-conf.d
@@ -46,6 +46,9 @@ uninstall=
 
 usage() {
 	sed -n '4,8p' "$0" | sed 's/^# \{0,1\}//'
+}
+full_help() {
+	sed -n '2,/^set -eu$/p' "$0" | sed -e '/^set -eu$/d' -e 's/^# \{0,1\}//'
 }
 die() {
 	echo "$prog: $*" >&2
@@ -80,7 +83,7 @@ while [ $# -gt 0 ]; do
 	--only-with-data) set_mode --only-with-data suggested; shift ;;
 	--multigraph) set_mode --multigraph multigraph; shift ;;
 	--uninstall) uninstall=1; shift ;;
-	-h | --help) usage; exit 0 ;;
+	-h | --help) full_help; exit 0 ;;
 	*) echo "$prog: unknown argument: $1" >&2; usage >&2; exit 2 ;;
 	esac
 done
