@@ -229,7 +229,8 @@ func TestDemo(t *testing.T) {
 	t.Logf("demo took %s", time.Since(start).Round(time.Millisecond))
 	s := string(out)
 	for _, want := range []string{"capnp://", "NICKNAME", "alpha", "beta", "gamma",
-		"graph_title Tahoe Runtime Load Average", ".value ", "Stopping"} {
+		"graph_title Tahoe Runtime Load Average", ".value ", "Stopping",
+		"these URLs stop working when the demo ends", "`make run` keeps them up"} {
 		if !strings.Contains(s, want) {
 			t.Errorf("demo output lacks %q:\n%s", want, s)
 		}

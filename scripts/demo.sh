@@ -75,6 +75,9 @@ if http=$(grep -o 'http://[^ "]*' "$work/gatherer.out" "$work/gatherer.log" 2>/d
 	section "Status page and OpenMetrics"
 	echo "status page: $http"
 	echo "metrics:     ${http%/}/metrics"
+	if [ "${DEMO_KEEP:-}" != 1 ]; then
+		echo "(these URLs stop working when the demo ends, in a moment; \`make run\` keeps them up until Ctrl-C)"
+	fi
 fi
 
 mkdir -p "$work/plugins"
