@@ -223,7 +223,8 @@ func callControl(dir string, req controlRequest) (controlReply, error) {
 // while it runs, so that one starting meanwhile cannot load the files
 // before the edit and write them back after it.
 func whileStopped(dir string, edit func() error) error {
-	l, err := lockfile.Acquire(filepath.Join(dir, LockFile))
+	lockPath := filepath.Join(dir, LockFile)
+	l, err := lockfile.Acquire(lockPath)
 	var held *lockfile.HeldError
 	if errors.As(err, &held) {
 		return fmt.Errorf("%w (it does not answer on %s yet: if it is starting, try again in a moment)", err, filepath.Join(dir, ControlSocket))
@@ -232,6 +233,7 @@ func whileStopped(dir string, edit func() error) error {
 		return err
 	}
 	defer l.Release()
+	keepOwner(dir, lockPath)
 	return edit()
 }
 

@@ -29,3 +29,23 @@ func peerAllowed(c *net.UnixConn) error {
 	}
 	return nil
 }
+
+// keepOwner gives paths the owner of dir when run as root, so that an
+// operator's sudo leaves no file the gatherer's own user cannot read or
+// replace (a root-owned 0600 furl file would stop it at its next start).
+func keepOwner(dir string, paths ...string) {
+	if os.Getuid() != 0 {
+		return
+	}
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok || st.Uid == 0 {
+		return
+	}
+	for _, p := range paths {
+		os.Lchown(p, int(st.Uid), int(st.Gid))
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -386,5 +387,43 @@ func TestCheckBasedirAdviceWorks(t *testing.T) {
 	}
 	if Create(other, CreateOptions{Hostname: "127.0.0.1"}) == nil {
 		t.Fatal("create accepted a directory with other files")
+	}
+}
+
+// Run as root (sudo), the commands leave the files to the basedir's owner,
+// the gatherer's own user.
+func TestCommandsAsRootKeepOwner(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Skip("needs root")
+	}
+	const uid, gid = 65534, 65534
+	dir := filepath.Join(t.TempDir(), "g")
+	if err := Create(dir, CreateOptions{Hostname: "127.0.0.1"}); err != nil {
+		t.Fatal(err)
+	}
+	d, err := Start(dir, Config{}, tub.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.Close()
+	statsfile.WriteFile(filepath.Join(dir, StatsFile), &statsfile.File{Nodes: []statsfile.Node{{TubID: strings.Repeat("a", 32), Nickname: "x"}}})
+	filepath.Walk(dir, func(p string, _ os.FileInfo, _ error) error { return os.Lchown(p, uid, gid) })
+	if _, _, err := ForgetNode(dir, "x"); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := RotateFurl(dir); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := SetLocation(dir, "tcp:127.0.0.1:1234", "tcp:1234"); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{StatsFile, FurlFile, PortFile, LocationFile, LockFile} {
+		fi, err := os.Stat(filepath.Join(dir, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st := fi.Sys().(*syscall.Stat_t); st.Uid != uid || st.Gid != gid {
+			t.Errorf("%s is owned by %d:%d after the commands, want the basedir's %d:%d", f, st.Uid, st.Gid, uid, gid)
+		}
 	}
 }

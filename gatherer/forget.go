@@ -86,7 +86,9 @@ func forgetInFile(path, who string) (statsfile.Node, error) {
 	}
 	n := f.Nodes[i]
 	f.Nodes = slices.Delete(f.Nodes, i, i+1)
-	return n, statsfile.WriteFile(path, f)
+	err = statsfile.WriteFile(path, f)
+	keepOwner(filepath.Dir(path), path)
+	return n, err
 }
 
 // ForgetNode removes a decommissioned node from the gatherer in dir: through

@@ -63,9 +63,11 @@ func (d *Daemon) RotateFurl() (tub.Furl, error) {
 }
 
 func writeFurl(dir string, f tub.Furl) error {
-	if err := atomicfile.Write(filepath.Join(dir, FurlFile), []byte(f.String()+"\n"), 0o600); err != nil {
+	path := filepath.Join(dir, FurlFile)
+	if err := atomicfile.Write(path, []byte(f.String()+"\n"), 0o600); err != nil {
 		return fmt.Errorf("writing furl file: %w", err)
 	}
+	keepOwner(dir, path)
 	return nil
 }
 
@@ -156,11 +158,13 @@ func SetLocation(dir, location, port string) (tub.Furl, error) {
 		if err := atomicfile.Write(filepath.Join(dir, PortFile), []byte(port+"\n"), 0o644); err != nil {
 			return tub.Furl{}, err
 		}
+		keepOwner(dir, filepath.Join(dir, PortFile))
 	}
 	if location != "" {
 		if err := atomicfile.Write(filepath.Join(dir, LocationFile), []byte(location+"\n"), 0o644); err != nil {
 			return tub.Furl{}, err
 		}
+		keepOwner(dir, filepath.Join(dir, LocationFile))
 	}
 	if !hasFurl || hints == nil {
 		return f, nil
