@@ -122,6 +122,7 @@ type Gatherer struct {
 
 	polls   sync.WaitGroup // polls and disconnect watchers in flight
 	metrics metrics
+	dec     wire.Decoder // this gatherer's own caches of the names its nodes send
 }
 
 // New returns a gatherer that starts from the nodes in cfg.StatsFile. A
@@ -362,7 +363,7 @@ func (g *Gatherer) poll(ctx context.Context, n *node, prov statsrpc.Provider, pe
 	if err == nil {
 		var s statsrpc.Stats
 		if s, err = res.Stats(); err == nil {
-			snap, err = wire.ToSnapshot(s, g.cfg.Limits)
+			snap, err = g.dec.ToSnapshot(s, g.cfg.Limits)
 		}
 	}
 	release()

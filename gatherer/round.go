@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"capstats/statsfile"
+	"capstats/wire"
 )
 
 var errNotExist = fs.ErrNotExist
@@ -23,6 +24,9 @@ type Metrics struct {
 	WriteFailures    int64   // failed writes (the previous file kept)
 	LastWriteSeconds float64 // how long the last write took, failed or not
 	LastWriteBytes   int64   // size of the file at the last successful write
+	// NameCache is how the gatherer's decoder served the names in replies
+	// (NameCache.HitRate: the share recognised from earlier replies).
+	NameCache wire.CacheStats
 }
 
 // metrics holds the figures behind a mutex of their own, so that a
@@ -42,8 +46,10 @@ func (m *metrics) update(f func(*Metrics)) {
 // Metrics returns a snapshot of the gatherer's own figures.
 func (g *Gatherer) Metrics() Metrics {
 	g.metrics.mu.Lock()
-	defer g.metrics.mu.Unlock()
-	return g.metrics.m
+	m := g.metrics.m
+	g.metrics.mu.Unlock()
+	m.NameCache = g.dec.CacheStats()
+	return m
 }
 
 // Run polls every interval until ctx is done; then it waits for the round

@@ -146,7 +146,7 @@ func getStats(t *testing.T, prov statsrpc.Provider) stats.Snapshot {
 	must(t, err)
 	st, err := res.Stats()
 	must(t, err)
-	snap, err := wire.ToSnapshot(st, wire.DefaultLimits)
+	snap, err := new(wire.Decoder).ToSnapshot(st, wire.DefaultLimits)
 	must(t, err)
 	return snap
 }

@@ -11,12 +11,13 @@ import (
 // Two replies with the same names share one copy of each name, and past
 // the bound on interned names decoding still works.
 func TestNamesInterned(t *testing.T) {
+	var d Decoder
 	s := stats.Snapshot{Counters: stats.SetOf(stats.Map{"storage_server.allocate": stats.Int(1)}), Stats: stats.SetOf(stats.Map{})}
-	a, err := decode(encode(t, s), DefaultLimits)
+	a, err := decodeWith(&d, encode(t, s), DefaultLimits)
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := decode(encode(t, s), DefaultLimits)
+	b, err := decodeWith(&d, encode(t, s), DefaultLimits)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -33,7 +34,7 @@ func TestNamesInterned(t *testing.T) {
 
 	for i := range maxInterned + 10 {
 		name := fmt.Sprintf("made.up.%d", i)
-		got, err := decode(encode(t, stats.Snapshot{Counters: stats.SetOf(stats.Map{name: stats.Int(int64(i))})}), DefaultLimits)
+		got, err := decodeWith(&d, encode(t, stats.Snapshot{Counters: stats.SetOf(stats.Map{name: stats.Int(int64(i))})}), DefaultLimits)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -41,9 +42,9 @@ func TestNamesInterned(t *testing.T) {
 			t.Fatalf("name %d: got %v", i, got.Counters)
 		}
 	}
-	interned.mu.Lock()
-	n := len(interned.all)
-	interned.mu.Unlock()
+	d.interned.mu.Lock()
+	n := len(d.interned.all)
+	d.interned.mu.Unlock()
 	if n > maxInterned {
 		t.Errorf("%d names interned, bound is %d", n, maxInterned)
 	}
@@ -52,20 +53,17 @@ func TestNamesInterned(t *testing.T) {
 // A name already interned skips CheckName but not the length limit of the
 // reply at hand.
 func TestInternedNameStillLengthChecked(t *testing.T) {
-	interned.mu.Lock() // start from an empty table: another test may have filled it
-	interned.all, interned.misses, interned.stale = nil, 0, false
-	interned.read.Store(nil)
-	interned.mu.Unlock()
+	var d Decoder // an empty table of its own
 	s := stats.Snapshot{Counters: stats.SetOf(stats.Map{"interned.then.too.long": stats.Int(1)}), Stats: stats.SetOf(stats.Map{})}
 	for range 3 { // enough lookups for the name to be published
-		if _, err := decode(encode(t, s), DefaultLimits); err != nil {
+		if _, err := decodeWith(&d, encode(t, s), DefaultLimits); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if _, ok := lookupInterned([]byte("interned.then.too.long")); !ok {
+	if _, ok := d.interned.lookup([]byte("interned.then.too.long")); !ok {
 		t.Fatal("name not interned")
 	}
-	if _, err := decode(encode(t, s), Limits{MaxNameLen: 8}); err == nil {
+	if _, err := decodeWith(&d, encode(t, s), Limits{MaxNameLen: 8}); err == nil {
 		t.Error("a known name over MaxNameLen was accepted")
 	}
 }

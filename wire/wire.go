@@ -77,11 +77,57 @@ func fill(set stats.Set, newEntries func() (statsrpc.Entries, error)) error {
 	return e.SetNames(names)
 }
 
+// Decoder reads replies into snapshots. Nodes of one grid send the same
+// few names, so a Decoder keeps what it has read (the names of each blob
+// it has seen, and one copy of each name) and a reply like an earlier one
+// costs a lookup. What it keeps is its own: a gatherer has one, so what
+// one gatherer's nodes send never costs another, and the caches are
+// bounded, so a node making up names costs only a fresh start of them.
+//
+// The zero Decoder is ready to use, and it is safe for concurrent use. It
+// must not be copied after first use.
+type Decoder struct {
+	nameSets nameSets
+	interned interned
+
+	hits, misses atomic.Int64
+}
+
+// CacheStats are what a Decoder's caches hold and how often they served.
+type CacheStats struct {
+	// Hits and Misses count namespaces of replies whose blob of names the
+	// decoder had read before, and those it had not.
+	Hits, Misses int64
+	// NameSets is how many blobs of names it holds (at most 256), and
+	// Interned how many distinct names (at most 4,096).
+	NameSets, Interned int
+}
+
+// HitRate is Hits over Hits+Misses, or 0 before any reply.
+func (c CacheStats) HitRate() float64 {
+	if c.Hits+c.Misses == 0 {
+		return 0
+	}
+	return float64(c.Hits) / float64(c.Hits+c.Misses)
+}
+
+// CacheStats returns a snapshot of the decoder's cache figures.
+func (d *Decoder) CacheStats() CacheStats {
+	c := CacheStats{Hits: d.hits.Load(), Misses: d.misses.Load()}
+	if m := d.nameSets.read.Load(); m != nil {
+		c.NameSets = len(*m)
+	}
+	d.interned.mu.Lock()
+	c.Interned = len(d.interned.all)
+	d.interned.mu.Unlock()
+	return c
+}
+
 // ToSnapshot reads src into a snapshot, checking it against lim: as many
 // names as values, names non-empty, not too long, valid UTF-8 without
 // control characters, not repeated within a namespace; not too many
 // entries. NaN and ±Inf become null.
-func ToSnapshot(src statsrpc.Stats, lim Limits) (stats.Snapshot, error) {
+func (d *Decoder) ToSnapshot(src statsrpc.Stats, lim Limits) (stats.Snapshot, error) {
 	counters, err := src.Counters()
 	if err != nil {
 		return stats.Snapshot{}, fmt.Errorf("counters: %w", err)
@@ -108,10 +154,10 @@ func ToSnapshot(src statsrpc.Stats, lim Limits) (stats.Snapshot, error) {
 		return stats.Snapshot{}, fmt.Errorf("reply has %d entries, limit is %d", n, lim.MaxEntries)
 	}
 	var snap stats.Snapshot
-	if snap.Counters, err = read(counters, cv, lim); err != nil {
+	if snap.Counters, err = d.read(counters, cv, lim); err != nil {
 		return stats.Snapshot{}, fmt.Errorf("counters: %w", err)
 	}
-	if snap.Stats, err = read(sts, sv, lim); err != nil {
+	if snap.Stats, err = d.read(sts, sv, lim); err != nil {
 		return stats.Snapshot{}, fmt.Errorf("stats: %w", err)
 	}
 	return snap, nil
@@ -121,13 +167,13 @@ func ToSnapshot(src statsrpc.Stats, lim Limits) (stats.Snapshot, error) {
 // per entry (capstats before the names travelled as one blob).
 var errOldFormat = errors.New("reply is in an older wire format (a list of entries per namespace): upgrade the node")
 
-func read(e statsrpc.Entries, values statsrpc.Value_List, lim Limits) (stats.Set, error) {
+func (d *Decoder) read(e statsrpc.Entries, values statsrpc.Value_List, lim Limits) (stats.Set, error) {
 	blob, err := e.Names()
 	if err != nil {
 		return stats.Set{}, fmt.Errorf("names: %w", err)
 	}
 	n := values.Len()
-	names, err := namesOf(blob, n, lim)
+	names, err := d.namesOf(blob, n, lim)
 	if err != nil || n == 0 {
 		return stats.Set{}, err
 	}
@@ -150,13 +196,15 @@ func read(e statsrpc.Entries, values statsrpc.Value_List, lim Limits) (stats.Set
 // lim. Nodes of one grid send the same few blobs, so the Names of each
 // blob seen is kept (up to maxNameSets of them) and a blob seen before costs
 // one lookup.
-func namesOf(blob []byte, n int, lim Limits) (*stats.Names, error) {
-	if c, ok := lookupNameSet(blob); ok && c.names.Len() == n {
+func (d *Decoder) namesOf(blob []byte, n int, lim Limits) (*stats.Names, error) {
+	if c, ok := d.nameSets.lookup(blob); ok && c.names.Len() == n {
+		d.hits.Add(1)
 		if lim.MaxNameLen > 0 && c.longest > lim.MaxNameLen {
 			return nil, fmt.Errorf("entry %d: name of %d bytes, limit is %d", c.longestAt, c.longest, lim.MaxNameLen)
 		}
 		return c.names, nil
 	}
+	d.misses.Add(1)
 	whole := blob
 	list := make([]string, n)
 	longest, longestAt := 0, 0
@@ -169,12 +217,12 @@ func namesOf(blob []byte, n int, lim Limits) (*stats.Names, error) {
 		blob = blob[end+1:]
 		// A name seen before has passed CheckName already; only its length
 		// is checked again, as lim may differ from the one it passed.
-		name, known := lookupInterned(nb)
+		name, known := d.interned.lookup(nb)
 		if !known {
 			if err := CheckName(nb, lim.MaxNameLen); err != nil {
 				return nil, fmt.Errorf("entry %d: %w", i, err)
 			}
-			name = intern(nb)
+			name = d.interned.add(nb)
 		} else if lim.MaxNameLen > 0 && len(nb) > lim.MaxNameLen {
 			return nil, fmt.Errorf("entry %d: name of %d bytes, limit is %d", i, len(nb), lim.MaxNameLen)
 		}
@@ -191,7 +239,7 @@ func namesOf(blob []byte, n int, lim Limits) (*stats.Names, error) {
 		return nil, err
 	}
 	if n > 0 {
-		addNameSet(whole, nameSet{names: names, longest: longest, longestAt: longestAt})
+		d.nameSets.add(whole, nameSet{names: names, longest: longest, longestAt: longestAt})
 	}
 	return names, nil
 }
@@ -205,7 +253,7 @@ type nameSet struct {
 
 // nameSets maps blobs of names to what they read as, published like
 // interned (below): lookups read an immutable map without locking.
-var nameSets struct {
+type nameSets struct {
 	read atomic.Pointer[map[string]nameSet]
 	mu   sync.Mutex
 }
@@ -215,21 +263,21 @@ var nameSets struct {
 // making up names cannot make the others pay for reading theirs for ever.
 const maxNameSets = 256
 
-func lookupNameSet(blob []byte) (nameSet, bool) {
-	if m := nameSets.read.Load(); m != nil {
+func (ns *nameSets) lookup(blob []byte) (nameSet, bool) {
+	if m := ns.read.Load(); m != nil {
 		c, ok := (*m)[string(blob)]
 		return c, ok
 	}
 	return nameSet{}, false
 }
 
-// addNameSet publishes a copy of the map with blob added. Copying costs
+// add publishes a copy of the map with blob added. Copying costs
 // O(maxNameSets) per new blob, which a grid sends once per set of names.
-func addNameSet(blob []byte, c nameSet) {
-	nameSets.mu.Lock()
-	defer nameSets.mu.Unlock()
+func (ns *nameSets) add(blob []byte, c nameSet) {
+	ns.mu.Lock()
+	defer ns.mu.Unlock()
 	var old map[string]nameSet
-	if p := nameSets.read.Load(); p != nil {
+	if p := ns.read.Load(); p != nil {
 		old = *p
 	}
 	if _, ok := old[string(blob)]; ok {
@@ -243,7 +291,7 @@ func addNameSet(blob []byte, c nameSet) {
 		m[k] = v
 	}
 	m[string(blob)] = c
-	nameSets.read.Store(&m)
+	ns.read.Store(&m)
 }
 
 // interned holds one copy of each name seen, up to maxInterned of them.
@@ -258,7 +306,7 @@ func addNameSet(blob []byte, c nameSet) {
 // New names go into all under mu, and a copy of all is published once as
 // many lookups have missed as it holds names, so that publishing costs
 // O(1) per miss.
-var interned struct {
+type interned struct {
 	read   atomic.Pointer[map[string]string] // immutable once published
 	mu     sync.Mutex
 	all    map[string]string // every interned name; guarded by mu
@@ -268,39 +316,39 @@ var interned struct {
 
 const maxInterned = 4096
 
-// lookupInterned returns the interned copy of b, if there is one.
-func lookupInterned(b []byte) (string, bool) {
-	if m := interned.read.Load(); m != nil {
+// lookup returns the interned copy of b, if there is one.
+func (in *interned) lookup(b []byte) (string, bool) {
+	if m := in.read.Load(); m != nil {
 		s, ok := (*m)[string(b)]
 		return s, ok
 	}
 	return "", false
 }
 
-// intern returns the interned copy of b, adding it if there is room. b
-// must have passed CheckName.
-func intern(b []byte) string {
-	interned.mu.Lock()
-	defer interned.mu.Unlock()
-	if interned.all == nil {
-		interned.all = make(map[string]string)
+// add returns the interned copy of b, adding it if there is room. b must
+// have passed CheckName.
+func (in *interned) add(b []byte) string {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if in.all == nil {
+		in.all = make(map[string]string)
 	}
-	s, ok := interned.all[string(b)]
+	s, ok := in.all[string(b)]
 	if !ok {
 		s = string(b)
-		if len(interned.all) < maxInterned {
-			interned.all[s] = s
-			interned.stale = true
+		if len(in.all) < maxInterned {
+			in.all[s] = s
+			in.stale = true
 		}
 	}
-	interned.misses++
-	if interned.stale && interned.misses >= len(interned.all) {
-		m := make(map[string]string, len(interned.all))
-		for k, v := range interned.all {
+	in.misses++
+	if in.stale && in.misses >= len(in.all) {
+		m := make(map[string]string, len(in.all))
+		for k, v := range in.all {
 			m[k] = v
 		}
-		interned.read.Store(&m)
-		interned.misses, interned.stale = 0, false
+		in.read.Store(&m)
+		in.misses, in.stale = 0, false
 	}
 	return s
 }

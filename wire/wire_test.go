@@ -31,7 +31,12 @@ func encode(t testing.TB, s stats.Snapshot) []byte {
 	return b
 }
 
+// decode reads b with a fresh Decoder: nothing learnt from other replies.
 func decode(b []byte, lim Limits) (stats.Snapshot, error) {
+	return decodeWith(new(Decoder), b, lim)
+}
+
+func decodeWith(d *Decoder, b []byte, lim Limits) (stats.Snapshot, error) {
 	msg, err := capnp.Unmarshal(b)
 	if err != nil {
 		return stats.Snapshot{}, err
@@ -40,7 +45,7 @@ func decode(b []byte, lim Limits) (stats.Snapshot, error) {
 	if err != nil {
 		return stats.Snapshot{}, err
 	}
-	return ToSnapshot(st, lim)
+	return d.ToSnapshot(st, lim)
 }
 
 func TestRoundTripKeepsKinds(t *testing.T) {
@@ -231,9 +236,10 @@ func BenchmarkToSnapshot50(b *testing.B) {
 	}
 	s := stats.Snapshot{Counters: stats.SetOf(counters), Stats: stats.SetOf(sts)}
 	data := encode(b, s)
+	var d Decoder // one per gatherer, as it polls
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := decode(data, DefaultLimits); err != nil {
+		if _, err := decodeWith(&d, data, DefaultLimits); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -246,12 +252,13 @@ func TestRepliesShareNames(t *testing.T) {
 		Counters: stats.SetOf(stats.Map{"share.c1": stats.Int(1), "share.c2": stats.Int(2)}),
 		Stats:    stats.SetOf(stats.Map{"share.a_rather_long_name": stats.Float(0.5)}),
 	}
-	first, err := decode(encode(t, snap), DefaultLimits)
+	var d Decoder
+	first, err := decodeWith(&d, encode(t, snap), DefaultLimits)
 	if err != nil {
 		t.Fatal(err)
 	}
 	snap.Counters = stats.SetOf(stats.Map{"share.c1": stats.Int(10), "share.c2": stats.Int(20)})
-	second, err := decode(encode(t, snap), DefaultLimits)
+	second, err := decodeWith(&d, encode(t, snap), DefaultLimits)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -261,11 +268,11 @@ func TestRepliesShareNames(t *testing.T) {
 	if v, _ := second.Counters.Get("share.c2"); v != stats.Int(20) {
 		t.Fatalf("share.c2 = %v, want 20", v)
 	}
-	_, err = decode(encode(t, snap), Limits{MaxEntries: 10, MaxNameLen: 10})
+	_, err = decodeWith(&d, encode(t, snap), Limits{MaxEntries: 10, MaxNameLen: 10})
 	if err == nil || !strings.Contains(err.Error(), "name of 24 bytes, limit is 10") {
 		t.Fatalf("a known name over a lower limit: %v", err)
 	}
-	other, err := decode(encode(t, stats.Snapshot{Counters: stats.SetOf(stats.Map{"share.c1": stats.Int(1)})}), DefaultLimits)
+	other, err := decodeWith(&d, encode(t, stats.Snapshot{Counters: stats.SetOf(stats.Map{"share.c1": stats.Int(1)})}), DefaultLimits)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -277,21 +284,70 @@ func TestRepliesShareNames(t *testing.T) {
 // Past maxNameSets blobs, the map of blobs starts afresh rather than
 // stopping to learn: the next new blob is shared again.
 func TestNameSetsStayBounded(t *testing.T) {
+	var d Decoder
 	for i := range maxNameSets + 10 {
 		snap := stats.Snapshot{Counters: stats.SetOf(stats.Map{fmt.Sprintf("bound.%d", i): stats.Int(1)})}
-		a, err := decode(encode(t, snap), DefaultLimits)
+		a, err := decodeWith(&d, encode(t, snap), DefaultLimits)
 		if err != nil {
 			t.Fatal(err)
 		}
-		b, err := decode(encode(t, snap), DefaultLimits)
+		b, err := decodeWith(&d, encode(t, snap), DefaultLimits)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if a.Counters.Names() != b.Counters.Names() {
 			t.Fatalf("blob %d read twice is not shared", i)
 		}
-		if n := len(*nameSets.read.Load()); n > maxNameSets {
+		if n := len(*d.nameSets.read.Load()); n > maxNameSets {
 			t.Fatalf("%d blobs kept, bound is %d", n, maxNameSets)
 		}
+	}
+}
+
+// Each Decoder keeps its own caches: one decoder's nodes making up names
+// never reset another's, replies are shared only within a decoder, and
+// the hit rate counts what each decoder's cache served.
+func TestDecodersKeepTheirOwnCaches(t *testing.T) {
+	var a, b Decoder
+	snap := stats.Snapshot{Counters: stats.SetOf(stats.Map{"own.c1": stats.Int(1)}), Stats: stats.SetOf(stats.Map{"own.s1": stats.Float(0.5)})}
+	blob := encode(t, snap)
+	a1, err := decodeWith(&a, blob, DefaultLimits)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := a.CacheStats(); c.Hits != 0 || c.Misses != 2 || c.NameSets != 2 || c.Interned != 2 {
+		t.Fatalf("after one reply: %+v, want 0 hits, 2 misses, 2 blobs, 2 names", c)
+	}
+	b1, err := decodeWith(&b, blob, DefaultLimits)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a1.Counters.Names() == b1.Counters.Names() {
+		t.Fatal("two decoders share a Names")
+	}
+	// b's nodes make up names, far past the bounds: b starts afresh.
+	for i := range maxNameSets + 10 {
+		made := stats.Snapshot{Counters: stats.SetOf(stats.Map{fmt.Sprintf("made.up.%d", i): stats.Int(1)})}
+		if _, err := decodeWith(&b, encode(t, made), DefaultLimits); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// a still knows its blobs.
+	a2, err := decodeWith(&a, blob, DefaultLimits)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a2.Counters.Names() != a1.Counters.Names() || a2.Stats.Names() != a1.Stats.Names() {
+		t.Fatal("another decoder's made-up names reset this one's cache")
+	}
+	c := a.CacheStats()
+	if c.Hits != 2 || c.Misses != 2 || c.HitRate() != 0.5 {
+		t.Fatalf("after the same reply again: %+v (rate %v), want 2 hits, 2 misses, rate 0.5", c, c.HitRate())
+	}
+	if cb := b.CacheStats(); cb.NameSets > maxNameSets || cb.Interned > maxInterned || cb.Misses < maxNameSets {
+		t.Fatalf("the inventing decoder: %+v", cb)
+	}
+	if (CacheStats{}).HitRate() != 0 {
+		t.Error("hit rate of nothing is not 0")
 	}
 }

@@ -1,0 +1,54 @@
+package gatherer
+
+import (
+	"strconv"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"capstats/capnp/statsrpc"
+	"capstats/internal/fakenode"
+	"capstats/internal/testutil"
+	"capstats/stats"
+	"capstats/wire"
+)
+
+// Each gatherer decodes with caches of its own, and its Metrics say how
+// well they serve: a node that sends the same names every poll is served
+// from the cache, while a node on another gatherer in the same process
+// making up names every poll costs this one nothing.
+func TestNameCachePerGatherer(t *testing.T) {
+	steady, _ := startDaemon(t, Config{Interval: 20 * time.Millisecond})
+	other, _ := startDaemon(t, Config{Interval: 20 * time.Millisecond})
+	fakenode.Connect(t, steady.Furl, "steady", fakenode.AnswerWith(sample))
+	var k atomic.Int64
+	fakenode.Connect(t, other.Furl, "inventor", func(call statsrpc.Provider_getStats) error {
+		made := stats.Map{}
+		for range 50 {
+			made["made.up."+strconv.FormatInt(k.Add(1), 10)] = stats.Int(1)
+		}
+		return fakenode.AnswerWith(stats.Snapshot{Counters: stats.SetOf(made)})(call)
+	})
+	testutil.WaitFor(t, "steady polls served from the cache", 30*time.Second, func() bool {
+		return steady.Gatherer().Metrics().NameCache.Hits >= 20
+	})
+	testutil.WaitFor(t, "the inventor's gatherer past its bound", 60*time.Second, func() bool {
+		return other.Gatherer().Metrics().NameCache.Misses > 300
+	})
+	s, o := steady.Gatherer().Metrics().NameCache, other.Gatherer().Metrics().NameCache
+	t.Logf("steady gatherer: %+v, rate %.3f; inventor's: %+v, rate %.3f", s, s.HitRate(), o, o.HitRate())
+	// The steady node's two blobs (counters, stats) were read once each.
+	if s.Misses != 2 || s.NameSets != 2 || s.Interned != sample.Counters.Len()+sample.Stats.Len() {
+		t.Errorf("steady gatherer's cache: %+v, want 2 misses, 2 blobs, %d names", s, sample.Counters.Len()+sample.Stats.Len())
+	}
+	if s.HitRate() < 0.9 {
+		t.Errorf("steady gatherer's hit rate %.3f", s.HitRate())
+	}
+	if o.NameSets > 256 || o.Interned > 4096 {
+		t.Errorf("the inventor's gatherer holds %+v, past the bounds", o)
+	}
+	var zero wire.CacheStats
+	if o == zero {
+		t.Error("the inventor's gatherer counted nothing")
+	}
+}
