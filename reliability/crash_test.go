@@ -15,7 +15,9 @@ import (
 )
 
 // TestKillDuringWrites kills the gatherer with SIGKILL at random moments
-// while 50 providers are attached and rounds run every 200ms, 20 times.
+// while 50 providers are attached and rounds run every second (the least
+// `gatherer run` accepts), 20 times, the kills spread over a round and a
+// half so that they land before, during and after writes.
 // After every kill stats.json must parse and hold every node it held
 // before, a restart must clean up any temp file the kill left, and after
 // the last restart every node comes back. It asserts outcomes only; how
@@ -47,7 +49,7 @@ func TestKillDuringWrites(t *testing.T) {
 		return err == nil && len(f.Nodes) > 0
 	})
 	for k := 0; k < kills; k++ {
-		time.Sleep(time.Duration(50+rng.IntN(400)) * time.Millisecond)
+		time.Sleep(time.Duration(50+rng.IntN(1450)) * time.Millisecond)
 		g.kill()
 		f, err := statsfile.Load(statsPath)
 		if err != nil {
