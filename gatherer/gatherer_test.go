@@ -206,7 +206,9 @@ func TestReconnectReplacesOldConnection(t *testing.T) {
 }
 
 func TestBadRepliesRecordedNodeStaysPolled(t *testing.T) {
-	d, _ := startDaemon(t, Config{Interval: 500 * time.Millisecond})
+	// A generous timeout: a reply of 10,001 entries takes its time on a
+	// busy machine, and it must be refused for its size, not time out.
+	d, _ := startDaemon(t, Config{Interval: 500 * time.Millisecond, Timeout: 20 * time.Second})
 	many := stats.Map{}
 	for i := 0; i < 10001; i++ {
 		many[string(rune('a'+i%26))+strings.Repeat("x", i/26)+".c"] = stats.Int(int64(i))

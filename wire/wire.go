@@ -95,8 +95,9 @@ type Decoder struct {
 
 // CacheStats are what a Decoder's caches hold and how often they served.
 type CacheStats struct {
-	// Hits and Misses count namespaces of replies whose blob of names the
-	// decoder had read before, and those it had not.
+	// Hits and Misses count the namespaces of replies (empty ones aside)
+	// whose blob of names the decoder had read before, and those it had
+	// not.
 	Hits, Misses int64
 	// NameSets is how many blobs of names it holds (at most 256), and
 	// Interned how many distinct names (at most 4,096).
@@ -197,6 +198,12 @@ func (d *Decoder) read(e statsrpc.Entries, values statsrpc.Value_List, lim Limit
 // blob seen is kept (up to maxNameSets of them) and a blob seen before costs
 // one lookup.
 func (d *Decoder) namesOf(blob []byte, n int, lim Limits) (*stats.Names, error) {
+	if n == 0 { // nothing to read or to remember
+		if len(blob) > 0 {
+			return nil, fmt.Errorf("more names than the %d values", n)
+		}
+		return nil, nil
+	}
 	if c, ok := d.nameSets.lookup(blob); ok && c.names.Len() == n {
 		d.hits.Add(1)
 		if lim.MaxNameLen > 0 && c.longest > lim.MaxNameLen {
@@ -238,9 +245,7 @@ func (d *Decoder) namesOf(blob []byte, n int, lim Limits) (*stats.Names, error) 
 	if err != nil {
 		return nil, err
 	}
-	if n > 0 {
-		d.nameSets.add(whole, nameSet{names: names, longest: longest, longestAt: longestAt})
-	}
+	d.nameSets.add(whole, nameSet{names: names, longest: longest, longestAt: longestAt})
 	return names, nil
 }
 
