@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"capstats/capnp/tub"
+	"capstats/internal/atomicfile"
 	"capstats/statsfile"
 )
 
@@ -94,9 +95,20 @@ func Start(dir string, cfg Config, opts tub.Options) (d *Daemon, err error) {
 	if err := statsfile.CleanTemp(filepath.Dir(cfg.StatsFile)); err != nil {
 		return nil, fmt.Errorf("cleaning temporary files: %w", err)
 	}
+	// A symlinked stats file is written through to its target, whose
+	// directory may hold a temp file of ours too.
+	if err := atomicfile.CleanTempOf(cfg.StatsFile); err != nil {
+		return nil, fmt.Errorf("cleaning temporary files: %w", err)
+	}
 	g, err := New(cfg)
 	if err != nil {
 		return nil, err
+	}
+	// Messages larger than a reply within the limits can be are refused
+	// before they are read: a node that sends them is disconnected, and the
+	// bytes a poll round holds are bounded by the limits.
+	if opts.MaxMessageSize == 0 {
+		opts.MaxMessageSize = g.cfg.Limits.MaxMessageSize()
 	}
 	ln, err := tub.Listen(addr, id, opts)
 	if err != nil {

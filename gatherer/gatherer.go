@@ -9,10 +9,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"strings"
 	"sync"
 	"time"
-	"unicode"
 
 	"capnproto.org/go/capnp/v3"
 
@@ -42,6 +40,18 @@ type Config struct {
 	MaxTimeouts int
 	// Limits bound what a node's reply may hold.
 	Limits wire.Limits
+	// MaxNodes caps the node entries kept: a new identity beyond it
+	// replaces the node down longest, and is refused when all are up.
+	// Default DefaultMaxNodes.
+	MaxNodes int
+	// ForgetAfter, when positive, drops the entries of nodes down that
+	// long. Default 0: kept for ever, as the original did.
+	ForgetAfter time.Duration
+	// NewNodeBurst and NewNodeEvery rate-limit new identities per source
+	// address: a bucket of NewNodeBurst, refilled by one every
+	// NewNodeEvery. Defaults DefaultNewNodeBurst, DefaultNewNodeEvery.
+	NewNodeBurst int
+	NewNodeEvery time.Duration
 	// Logger gets operational logs. Default: discard.
 	Logger *slog.Logger
 	// Verbose, when set, gets the original's connect/disconnect lines and a
@@ -77,6 +87,15 @@ func (c *Config) setDefaults() {
 	if c.Limits == (wire.Limits{}) {
 		c.Limits = wire.DefaultLimits
 	}
+	if c.MaxNodes <= 0 {
+		c.MaxNodes = DefaultMaxNodes
+	}
+	if c.NewNodeBurst <= 0 {
+		c.NewNodeBurst = DefaultNewNodeBurst
+	}
+	if c.NewNodeEvery <= 0 {
+		c.NewNodeEvery = DefaultNewNodeEvery
+	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -100,6 +119,9 @@ type node struct {
 	// warned is the poll error last logged at warning level, so that a node
 	// failing the same way every round makes one line, not one per round.
 	warned string
+	// down is when the connection ended (epoch seconds), 0 while up or
+	// for an entry loaded from the file.
+	down float64
 }
 
 // Gatherer polls providers and keeps their latest samples.
@@ -123,6 +145,10 @@ type Gatherer struct {
 	polls   sync.WaitGroup // polls and disconnect watchers in flight
 	metrics metrics
 	dec     wire.Decoder // this gatherer's own caches of the names its nodes send
+
+	buckets       map[string]*bucket // new identities per source address
+	refused       int64              // provides refused since the last warning
+	refusedLogged time.Time
 }
 
 // New returns a gatherer that starts from the nodes in cfg.StatsFile. A
@@ -142,6 +168,9 @@ func New(cfg Config) (*Gatherer, error) {
 				continue
 			}
 			n.Up = false
+			// The file may come from a version that kept whatever a node
+			// sent.
+			n.Nickname, n.LastError = cleanNickname(n.Nickname), cleanError(n.LastError)
 			if n.LastError == "" || n.LastError == Stopped {
 				// Say why it is down until it reconnects, rather than
 				// leave a bare "no" in gatherer status.
@@ -196,39 +225,22 @@ func (s provideServer) Provide(ctx context.Context, call statsrpc.Gatherer_provi
 	if !capnp.Client(prov).IsValid() {
 		return errors.New("provide: no provider")
 	}
-	if !s.g.provide(peer, cleanNickname(nick), prov.AddRef(), s.gen) {
+	ok, err = s.g.provide(peer, cleanNickname(nick), prov.AddRef(), s.gen)
+	if err != nil {
+		s.g.warnRefused(err, peer.TubID, peer.RemoteAddr.String())
+		return err
+	}
+	if !ok {
 		return errRevoked
 	}
 	return nil
 }
 
-// cleanNickname keeps nicknames printable and short, whatever a node sends.
-func cleanNickname(s string) string {
-	s = strings.ToValidUTF8(s, "\uFFFD")
-	s = strings.Map(func(r rune) rune {
-		if unicode.IsControl(r) {
-			return -1
-		}
-		return r
-	}, s)
-	const maxLen = 128
-	for len(s) > maxLen {
-		_, size := lastRune(s)
-		s = s[:len(s)-size]
-	}
-	return s
-}
-
-func lastRune(s string) (rune, int) {
-	for i := len(s) - 1; i >= 0; i-- {
-		if s[i]&0xC0 != 0x80 {
-			return rune(s[i]), len(s) - i
-		}
-	}
-	return 0, 1
-}
-
-func (g *Gatherer) provide(peer *tub.Peer, nickname string, prov statsrpc.Provider, gen uint64) bool {
+// provide records prov as the provider of the node peer authenticated; it
+// returns false for a provide under a rotated furl. A new identity is
+// refused (the error) when its address has made too many lately, or when
+// the gatherer is full of nodes that are up.
+func (g *Gatherer) provide(peer *tub.Peer, nickname string, prov statsrpc.Provider, gen uint64) (bool, error) {
 	g.mu.Lock()
 	if g.closed || gen != g.gen {
 		revoked := gen != g.gen
@@ -238,10 +250,21 @@ func (g *Gatherer) provide(peer *tub.Peer, nickname string, prov statsrpc.Provid
 			g.cfg.Logger.Warn("provide under a rotated furl refused", "nickname", nickname, "tubid", peer.TubID, "remote", peer.RemoteAddr.String())
 			peer.Close()
 		}
-		return !revoked
+		return !revoked, nil
 	}
 	n, known := g.nodes[peer.TubID]
 	if !known {
+		var refuse error
+		if !g.allowNew(addrKey(peer.RemoteAddr), g.cfg.Now()) {
+			refuse = errTooManyNew
+		} else if !g.makeRoom() {
+			refuse = errFull
+		}
+		if refuse != nil {
+			g.mu.Unlock()
+			prov.Release()
+			return true, refuse
+		}
 		n = &node{entry: statsfile.Node{TubID: peer.TubID}}
 		g.nodes[peer.TubID] = n
 		g.order = append(g.order, peer.TubID)
@@ -251,6 +274,7 @@ func (g *Gatherer) provide(peer *tub.Peer, nickname string, prov statsrpc.Provid
 	n.peer, n.provider = peer, prov
 	n.entry.Nickname = nickname
 	n.entry.Up = true
+	n.down = 0
 	n.timeouts = 0
 	if n.entry.LastError == NotReconnected {
 		n.entry.LastError = ""
@@ -274,7 +298,7 @@ func (g *Gatherer) provide(peer *tub.Peer, nickname string, prov statsrpc.Provid
 		peer.AfterClose(func() { g.watch(n, peer) })
 	}
 	g.pollNode(n, nil)
-	return true
+	return true, nil
 }
 
 // noteChange wakes Run to write the file soon.
@@ -296,8 +320,9 @@ func (g *Gatherer) watch(n *node, peer *tub.Peer) {
 	prov := n.provider
 	n.peer, n.provider = nil, statsrpc.Provider{}
 	n.entry.Up = false
+	n.down = epoch(g.cfg.Now())
 	if err := peer.Err(); err != nil && n.entry.LastError == "" {
-		n.entry.LastError = "connection lost: " + err.Error()
+		n.entry.LastError = cleanError("connection lost: " + err.Error())
 	}
 	n.fresh = false
 	nick := n.entry.Nickname
@@ -371,6 +396,12 @@ func (g *Gatherer) poll(ctx context.Context, n *node, prov statsrpc.Provider, pe
 	if timedOut {
 		err = fmt.Errorf("getStats timed out after %s", g.cfg.Timeout)
 	}
+	// An exception's text is the node's to choose: clean it once, before
+	// it reaches last_error, the log, the file or a terminal.
+	var errText string
+	if err != nil {
+		errText = cleanError(err.Error())
+	}
 
 	g.mu.Lock()
 	n.polling = false
@@ -379,7 +410,7 @@ func (g *Gatherer) poll(ctx context.Context, n *node, prov statsrpc.Provider, pe
 	closeIt := false
 	logAs := slog.LevelDebug
 	if err != nil {
-		n.entry.LastError = err.Error()
+		n.entry.LastError = errText
 		n.errors++
 		if n.warned != n.entry.LastError {
 			n.warned, logAs = n.entry.LastError, slog.LevelWarn
@@ -410,7 +441,7 @@ func (g *Gatherer) poll(ctx context.Context, n *node, prov statsrpc.Provider, pe
 	}
 
 	if err != nil {
-		g.cfg.Logger.Log(context.Background(), logAs, "poll failed", "nickname", nick, "tubid", peer.TubID, "err", err)
+		g.cfg.Logger.Log(context.Background(), logAs, "poll failed", "nickname", nick, "tubid", peer.TubID, "err", errText)
 	} else {
 		if logAs == slog.LevelInfo {
 			g.cfg.Logger.Info("polls succeed again", "nickname", nick, "tubid", peer.TubID)

@@ -27,6 +27,12 @@ type Metrics struct {
 	// NameCache is how the gatherer's decoder served the names in replies
 	// (NameCache.HitRate: the share recognised from earlier replies).
 	NameCache wire.CacheStats
+	// Node entries: new identities refused (rate limit, or full of nodes
+	// that are up), entries evicted to make room, entries forgotten after
+	// ForgetAfter.
+	NodesRefused   int64
+	NodesEvicted   int64
+	NodesForgotten int64
 }
 
 // metrics holds the figures behind a mutex of their own, so that a
@@ -87,6 +93,7 @@ func (g *Gatherer) Run(ctx context.Context) error {
 // WriteAfter, or until ctx is done), and writes the stats file once.
 func (g *Gatherer) Round(ctx context.Context) {
 	start := time.Now()
+	g.forgetDown()
 	g.mu.Lock()
 	nodes := make([]*node, 0, len(g.nodes))
 	for _, id := range g.order {

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"capstats/stats"
 	"capstats/statsfile"
@@ -66,7 +68,7 @@ func WriteTable(w io.Writer, f *statsfile.File, now time.Time) error {
 				downFor = Since(n.Timestamp, now)
 			}
 		}
-		row := []string{orDash(n.Nickname), n.TubID, up, downFor, Age(n.Timestamp, now)}
+		row := []string{orDash(printable(n.Nickname)), printable(n.TubID), up, downFor, Age(n.Timestamp, now)}
 		for _, s := range tableStats {
 			v, ok := n.Stats.Stats.Get(s.name)
 			if !ok {
@@ -78,10 +80,46 @@ func WriteTable(w io.Writer, f *statsfile.File, now time.Time) error {
 			}
 			row = append(row, cell)
 		}
-		row = append(row, orDash(n.LastError))
+		row = append(row, orDash(printable(n.LastError)))
 		fmt.Fprintln(tw, strings.Join(row, "\t"))
 	}
 	return tw.Flush()
+}
+
+// printable escapes what a terminal would act on: control characters (a
+// newline would forge a table row, ESC recolour or move the cursor), tabs
+// (column breaks), other non-printable runes and invalid UTF-8, as \xNN,
+// \uNNNN or \UNNNNNNNN. stats.json may come from anywhere, so every field
+// of the table goes through it.
+func printable(s string) string {
+	clean := true
+	for _, r := range s {
+		if r == utf8.RuneError || r == '\t' || !unicode.IsPrint(r) {
+			clean = false
+			break
+		}
+	}
+	if clean {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		r, size := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && size == 1:
+			fmt.Fprintf(&b, "\\x%02x", s[i])
+		case r != '\t' && unicode.IsPrint(r):
+			b.WriteString(s[i : i+size])
+		case r < 0x80:
+			fmt.Fprintf(&b, "\\x%02x", r)
+		case r <= 0xFFFF:
+			fmt.Fprintf(&b, "\\u%04x", r)
+		default:
+			fmt.Fprintf(&b, "\\U%08x", r)
+		}
+		i += size
+	}
+	return b.String()
 }
 
 func orDash(s string) string {

@@ -58,12 +58,13 @@ func TestHostileProviders(t *testing.T) {
 		closes bool // over the message limit: the connection is dropped
 	}{
 		{"a million entries", rawEntries(1_000_000, func(i int) string { return "m" }), "", true},
-		{"a 1 MB name", rawEntries(1, func(int) string { return strings.Repeat("n", 1<<20) }), "limit is 256", false},
+		{"a 600 KB name", rawEntries(1, func(int) string { return strings.Repeat("n", 600<<10) }), "limit is 256", false},
+		{"a 2 MB name, over the message limit", rawEntries(1, func(int) string { return strings.Repeat("n", 2<<20) }), "", true},
 		{"invalid UTF-8", rawEntries(1, func(int) string { return "bad\xff\xfe" }), "UTF-8", false},
 		{"duplicate names", rawEntries(3, func(int) string { return "same.name" }), "duplicate", false},
-		{"10,001 entries", rawEntries(10_001, func(i int) string {
+		{"2,001 entries", rawEntries(2_001, func(i int) string {
 			return "e." + strings.Repeat("x", i%50) + string(rune('a'+i%26)) + string(rune('a'+i/26%26)) + string(rune('a'+i/676))
-		}), "limit is 10000", false},
+		}), "limit is 2000", false},
 		{"empty name", rawEntries(1, func(int) string { return "" }), "empty name", false},
 		{"more names than values", fakenode.Raw(fakenode.Names("a", "b"), 1, func(int, statsrpc.Value) {}), "more names than the 1 values", false},
 		{"fewer names than values", fakenode.Raw(fakenode.Names("a"), 2, func(int, statsrpc.Value) {}), "1 names for 2 values", false},

@@ -25,8 +25,20 @@ type Limits struct {
 	MaxNameLen int
 }
 
-// DefaultLimits are the gatherer's limits.
-var DefaultLimits = Limits{MaxEntries: 10000, MaxNameLen: 256}
+// DefaultLimits are the gatherer's limits. A Tahoe node sends a few
+// hundred entries; 2,000 leaves room and keeps what a hostile node can make
+// the gatherer hold, and /metrics carry, small.
+var DefaultLimits = Limits{MaxEntries: 2000, MaxNameLen: 256}
+
+// MaxMessageSize is the largest Cap'n Proto message a reply within l
+// needs: every name at its longest with its NUL, a value struct per
+// entry, and room for the framing and the RPC envelope; at least 1 MiB.
+// A gatherer refuses larger messages, so that the bytes in flight per
+// node follow from the limits and not from the transport's default.
+func (l Limits) MaxMessageSize() uint64 {
+	n := uint64(max(l.MaxEntries, 0))*(uint64(max(l.MaxNameLen, 0))+1+16) + 64<<10
+	return max(n, 1<<20)
+}
 
 // FromSnapshot fills dst, a freshly allocated Stats struct, with s. A name
 // holding a NUL byte is refused: NUL ends each name on the wire.

@@ -175,11 +175,13 @@ func (c *StartCmd) Run(cli *CLI, log *slog.Logger) error {
 
 // RunCmd runs the gatherer.
 type RunCmd struct {
-	Interval   time.Duration  `help:"Time between poll rounds (at least 1s)." default:"60s"`
-	Timeout    *time.Duration `help:"Timeout of one poll, at least 1s and at most --interval (default: the smaller of 30s and --interval)." placeholder:"DURATION"`
-	WriteAfter *time.Duration `help:"Longest a round waits for slow nodes before writing stats.json, at least 1s and at most --interval (default: the smaller of 5s and --timeout)." name:"write-after" placeholder:"DURATION"`
-	Verbose    bool           `help:"Print connect/disconnect lines and a line per poll round." short:"v"`
-	HTTP       string         `help:"Serve /metrics (OpenMetrics, for Prometheus), /stats.json and a status page on this address, e.g. 127.0.0.1:8080 (off unless given)." name:"http" placeholder:"ADDR"`
+	Interval    time.Duration  `help:"Time between poll rounds (at least 1s)." default:"60s"`
+	Timeout     *time.Duration `help:"Timeout of one poll, at least 1s and at most --interval (default: the smaller of 30s and --interval)." placeholder:"DURATION"`
+	WriteAfter  *time.Duration `help:"Longest a round waits for slow nodes before writing stats.json, at least 1s and at most --interval (default: the smaller of 5s and --timeout)." name:"write-after" placeholder:"DURATION"`
+	Verbose     bool           `help:"Print connect/disconnect lines and a line per poll round." short:"v"`
+	HTTP        string         `help:"Serve /metrics (OpenMetrics, for Prometheus), /stats.json and a status page on this address, e.g. 127.0.0.1:8080 (off unless given)." name:"http" placeholder:"ADDR"`
+	MaxNodes    int            `help:"Most node entries kept: a new node then replaces the one down longest, and is refused while all are up." default:"10000" name:"max-nodes"`
+	ForgetAfter time.Duration  `help:"Drop the entry of a node down this long (default 0: keep entries for ever, as the original did)." name:"forget-after" placeholder:"DURATION"`
 }
 
 // FurlCmd prints the furl.
@@ -239,6 +241,12 @@ func (c *RunCmd) checkDurations() error {
 		if err := check("write-after", *c.WriteAfter); err != nil {
 			return err
 		}
+	}
+	if c.MaxNodes < 1 {
+		return &gatherer.UsageError{Msg: fmt.Sprintf("--max-nodes %d: must be at least 1", c.MaxNodes)}
+	}
+	if c.ForgetAfter != 0 && c.ForgetAfter < time.Second {
+		return &gatherer.UsageError{Msg: fmt.Sprintf("--forget-after %s: must be at least 1s (or 0, to keep entries for ever)", c.ForgetAfter)}
 	}
 	return nil
 }
@@ -312,9 +320,11 @@ func (c *RunCmd) run(cli *CLI, log *slog.Logger, create bool) error {
 		verbose = os.Stdout
 	}
 	cfg := gatherer.Config{
-		Interval: c.Interval,
-		Logger:   log,
-		Verbose:  verbose,
+		Interval:    c.Interval,
+		MaxNodes:    c.MaxNodes,
+		ForgetAfter: c.ForgetAfter,
+		Logger:      log,
+		Verbose:     verbose,
 	}
 	if c.Timeout != nil {
 		cfg.Timeout = *c.Timeout
@@ -356,7 +366,8 @@ The furl for nodes on this host: %[3]s
 	}
 	used := d.Gatherer().Config()
 	log.Info("gatherer running", "tubid", d.Listener.TubID(), "listen", d.Listener.Addr().String(),
-		"interval", used.Interval, "timeout", used.Timeout, "write_after", used.WriteAfter)
+		"interval", used.Interval, "timeout", used.Timeout, "write_after", used.WriteAfter,
+		"max_nodes", used.MaxNodes, "forget_after", used.ForgetAfter)
 	if httpLn != nil {
 		srv := httpserve.New(web.New(d.Gatherer(), web.Options{History: hist, Interval: c.Interval, Logger: log, Tub: d.Listener}), httpserve.Options{Logger: log})
 		go srv.Serve(httpLn)

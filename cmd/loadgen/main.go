@@ -45,7 +45,7 @@ import (
 )
 
 // maxEntries is the gatherer's limit on entries in one reply.
-const maxEntries = 10000
+var maxEntries = wire.DefaultLimits.MaxEntries
 
 type config struct {
 	furl        tub.Furl

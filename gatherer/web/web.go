@@ -58,6 +58,12 @@ type Options struct {
 	// PageSize is how many nodes the status page lists at a time; the
 	// others are a link away. Default 500.
 	PageSize int
+	// MaxSeries bounds the node series in /metrics. Past it, the nodes
+	// with the most entries are cut to an equal share (their first entries
+	// in name order), so nodes with a usual number keep all of theirs; the
+	// entries left out are counted under reason "series_limit".
+	// Default DefaultMaxSeries.
+	MaxSeries int
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
 	// Logger gets request errors. Default: discard.
@@ -66,6 +72,9 @@ type Options struct {
 	// refusals /metrics shows (capstats_tub_*).
 	Tub interface{ Metrics() tub.Metrics }
 }
+
+// DefaultMaxSeries is 10,000 nodes of 50 entries.
+const DefaultMaxSeries = 500_000
 
 // DefaultPageSize keeps the status page of a big grid quick to draw and
 // to load: at 10,000 nodes a page of all of them was 15 MB of HTML.
@@ -91,6 +100,9 @@ func New(src Source, opts Options) *Handler {
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
+	}
+	if opts.MaxSeries <= 0 {
+		opts.MaxSeries = DefaultMaxSeries
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
@@ -205,6 +217,9 @@ const (
 	MetricTubPending      = "capstats_tub_pending_handshakes"
 	MetricTubMaxConns     = "capstats_tub_max_connections"
 	MetricTubRefusals     = "capstats_tub_refusals"
+	MetricNodesRefused    = "capstats_gatherer_nodes_refused"
+	MetricNodesEvicted    = "capstats_gatherer_nodes_evicted"
+	MetricNodesForgotten  = "capstats_gatherer_nodes_forgotten"
 	labelTubID, labelNick = "tubid", "nickname"
 )
 
@@ -246,6 +261,9 @@ func (h *Handler) WriteMetrics(e *openmetrics.Encoder) {
 	if h.opts.Tub != nil {
 		writeTubMetrics(e, h.opts.Tub.Metrics())
 	}
+	counter(MetricNodesRefused, "New node identities refused since the gatherer started: too many from one address lately, or --max-nodes reached with every node up.", m.NodesRefused)
+	counter(MetricNodesEvicted, "Entries of nodes that were down dropped to make room for a new node (--max-nodes) since the gatherer started.", m.NodesEvicted)
+	counter(MetricNodesForgotten, "Entries of nodes dropped after being down for --forget-after since the gatherer started.", m.NodesForgotten)
 
 	labels := make([]openmetrics.LabelSet, len(file.Nodes))
 	for i := range file.Nodes {
@@ -291,12 +309,13 @@ func (h *Handler) WriteMetrics(e *openmetrics.Encoder) {
 		}
 		nodes = append(nodes, openmetrics.Node{Labels: labels[i], Stats: n.Stats})
 	}
+	limited := capSeries(nodes, h.opts.MaxSeries)
 	d := openmetrics.WriteNodes(e, nodes)
-	if e.Family(MetricDropped, openmetrics.Gauge, "Node entries left out of this exposition, by reason: clash (a family of another type, or of the gatherer, has the name), duplicate (two names of one node mangle to one series), invalid (a null or negative counter).") {
+	if e.Family(MetricDropped, openmetrics.Gauge, "Node entries left out of this exposition, by reason: clash (a family of another type, or of the gatherer, has the name), duplicate (two names of one node mangle to one series), invalid (a null or negative counter), series_limit (past the bound on series in one exposition, from the nodes with the most).") {
 		for _, c := range []struct {
 			reason string
 			n      int
-		}{{"clash", d.Clashes}, {"duplicate", d.Duplicates}, {"invalid", d.Invalid}} {
+		}{{"clash", d.Clashes}, {"duplicate", d.Duplicates}, {"invalid", d.Invalid}, {"series_limit", limited}} {
 			e.Sample(openmetrics.NewLabelSet(openmetrics.Label{Name: "reason", Value: c.reason}), stats.Int(int64(c.n)))
 		}
 	}

@@ -47,7 +47,17 @@ func TempName(path string) (string, error) {
 // fsync, rename, fsync the directory, so that after a crash path holds the
 // old or the new content. On failure before the rename the temp file is
 // removed and the old file left as it was.
+//
+// When path is a symbolic link, the file it points to is replaced (temp
+// file and rename in the target's directory) and the link is left alone:
+// an operator who links stats.json into a web root, say, means the target
+// to be updated; renaming over the link would replace it with a regular
+// file and leave the target stale for ever.
 func Write(path string, data []byte, perm os.FileMode) (err error) {
+	path, err = Resolve(path)
+	if err != nil {
+		return err
+	}
 	tmp, err := TempName(path)
 	if err != nil {
 		return err
@@ -101,6 +111,62 @@ func Write(path string, data []byte, perm os.FileMode) (err error) {
 		return err
 	}
 	return SyncDir(filepath.Dir(path))
+}
+
+// maxLinks bounds a chain of symbolic links, as the kernel's ELOOP does.
+const maxLinks = 40
+
+// Resolve follows path while it is a symbolic link and returns the path of
+// the file it ends at, which need not exist. Any other path comes back
+// unchanged.
+func Resolve(path string) (string, error) {
+	for range maxLinks {
+		fi, err := os.Lstat(path)
+		if err != nil || fi.Mode()&fs.ModeSymlink == 0 {
+			return path, nil
+		}
+		target, err := os.Readlink(path)
+		if err != nil {
+			return "", err
+		}
+		if !filepath.IsAbs(target) {
+			target = filepath.Join(filepath.Dir(path), target)
+		}
+		path = target
+	}
+	return "", fmt.Errorf("%s: too many levels of symbolic links", path)
+}
+
+// CleanTempOf removes the temp files Write leaves behind for path (after
+// following links) when the process dies mid-write, and only those: for a
+// target outside the caller's own directory.
+func CleanTempOf(path string) error {
+	path, err := Resolve(path)
+	if err != nil {
+		return err
+	}
+	dir, base := filepath.Split(path)
+	if dir == "" {
+		dir = "."
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return fmt.Errorf("clean temp files: %w", err)
+	}
+	var errs []error
+	for _, e := range entries {
+		name := e.Name()
+		if !e.Type().IsRegular() || !IsTempName(name) || !strings.HasPrefix(name, "."+base+tempInfix) || len(name) != len("."+base+tempInfix)+16 {
+			continue
+		}
+		if err := os.Remove(filepath.Join(dir, name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			errs = append(errs, err)
+		}
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("clean temp files: %w", errors.Join(errs...))
+	}
+	return nil
 }
 
 // SyncDir makes a rename in dir durable.

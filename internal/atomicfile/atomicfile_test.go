@@ -113,3 +113,71 @@ func TestWriteFailureAtEveryStep(t *testing.T) {
 		untouched(t, dir, path, new)
 	})
 }
+
+func TestWriteThroughSymlink(t *testing.T) {
+	base, web := t.TempDir(), t.TempDir()
+	target := filepath.Join(web, "stats.json")
+	os.WriteFile(target, []byte("old"), 0o644)
+	link := filepath.Join(base, "stats.json")
+	// A relative link, through a second link: both are followed.
+	rel, _ := filepath.Rel(base, filepath.Join(web, "alias.json"))
+	os.Symlink("stats.json", filepath.Join(web, "alias.json"))
+	if err := os.Symlink(rel, link); err != nil {
+		t.Fatal(err)
+	}
+	if err := Write(link, []byte("new"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Lstat(link); err != nil || fi.Mode()&os.ModeSymlink == 0 {
+		t.Fatalf("the link was replaced: %v %v", fi.Mode(), err)
+	}
+	if fi, err := os.Lstat(filepath.Join(web, "alias.json")); err != nil || fi.Mode()&os.ModeSymlink == 0 {
+		t.Fatalf("the second link was replaced: %v", err)
+	}
+	if b, _ := os.ReadFile(target); string(b) != "new" {
+		t.Errorf("target holds %q, want new", b)
+	}
+	for _, d := range []string{base, web} {
+		entries, _ := os.ReadDir(d)
+		for _, e := range entries {
+			if IsTempName(e.Name()) {
+				t.Errorf("temp file %s left in %s", e.Name(), d)
+			}
+		}
+	}
+	// A dangling link: the target is created.
+	os.Remove(target)
+	if err := Write(link, []byte("again"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(target); string(b) != "again" {
+		t.Errorf("target holds %q", b)
+	}
+	// A loop is an error, not a hang.
+	loop := filepath.Join(base, "loop")
+	os.Symlink("loop", loop)
+	if err := Write(loop, []byte("x"), 0o644); err == nil {
+		t.Error("a link loop was written")
+	}
+}
+
+func TestCleanTempOfOnlyThatFile(t *testing.T) {
+	base, web := t.TempDir(), t.TempDir()
+	target := filepath.Join(web, "stats.json")
+	link := filepath.Join(base, "stats.json")
+	os.Symlink(target, link)
+	mine, _ := TempName(target)
+	other, _ := TempName(filepath.Join(web, "other.json"))
+	for _, p := range []string{mine, other} {
+		os.WriteFile(p, nil, 0o644)
+	}
+	if err := CleanTempOf(link); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(mine); err == nil {
+		t.Error("the stats file's temp file is still there")
+	}
+	if _, err := os.Stat(other); err != nil {
+		t.Error("another file's temp file was removed")
+	}
+}
