@@ -314,6 +314,9 @@ func dialTLS(ctx context.Context, addr, wantTubID string, id *Identity, opts Opt
 		},
 	}
 	d := &tls.Dialer{Config: cfg}
+	if opts.LocalAddr != "" {
+		d.NetDialer = &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(opts.LocalAddr)}}
+	}
 	nc, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		if mismatch != nil {

@@ -18,6 +18,9 @@ type Options struct {
 	// handshake itself, so that a client that opens TCP and never speaks is
 	// freed. Default 10s.
 	HandshakeTimeout time.Duration
+	// LocalAddr, when set, is the local IP address a dial connects from
+	// (a load generator playing many hosts on loopback). Default: any.
+	LocalAddr string
 	// MaxMessageSize bounds one incoming Cap'n Proto message, so that a
 	// hostile peer cannot make this side allocate without bound.
 	// Default DefaultMaxMessageSize.

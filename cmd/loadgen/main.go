@@ -4,7 +4,7 @@
 // getStats with a fixed set of counters and stats, the counters growing by
 // one per call.
 //
-//	loadgen -furl capnp://... -n 1000 [-concurrency 64 | -storm] [-reconnect 100ms]
+//	loadgen -furl capnp://... -n 1000 [-concurrency 64 | -storm] [-reconnect 100ms] [-sources 64]
 //
 // It prints progress lines on stdout, which the benchmark harness in
 // capstats/bench reads:
@@ -59,6 +59,7 @@ type config struct {
 	lifetime    time.Duration
 	nickname    string
 	handshake   time.Duration
+	sources     int
 }
 
 func main() {
@@ -96,6 +97,7 @@ func parseFlags(args []string) (config, error) {
 	fs.DurationVar(&c.lifetime, "lifetime", 2*time.Hour, "exit after this long in any case")
 	fs.StringVar(&c.nickname, "nickname", "loadgen", "nickname prefix; provider i is PREFIX-i")
 	fs.DurationVar(&c.handshake, "handshake-timeout", 10*time.Second, "bound on TCP connect plus TLS handshake")
+	fs.IntVar(&c.sources, "sources", 0, "dial from this many loopback source addresses, 127.0.0.1 up, provider i from the (i mod N)th (0: any address; the gatherer must be on loopback)")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
@@ -130,6 +132,8 @@ func parseFlags(args []string) (config, error) {
 		return c, errors.New("-attempts must be at least 1")
 	case c.lifetime <= 0:
 		return c, errors.New("-lifetime must be positive")
+	case c.sources < 0 || c.sources > 250:
+		return c, errors.New("-sources must be between 0 and 250")
 	}
 	if c.storm || c.concurrency <= 0 || c.concurrency > c.n {
 		c.concurrency = c.n
@@ -313,6 +317,9 @@ func (p *provider) connect(ctx context.Context, cfg config, opts tub.Options, se
 	defer func() { <-sem }()
 	dctx, cancel := context.WithTimeout(ctx, cfg.handshake+10*time.Second)
 	defer cancel()
+	if cfg.sources > 0 {
+		opts.LocalAddr = fmt.Sprintf("127.0.0.%d", 1+p.index%cfg.sources)
+	}
 	conn, err := tub.Dial(dctx, cfg.furl, p.id, capnp.Client{}, opts)
 	if err != nil {
 		return nil, err

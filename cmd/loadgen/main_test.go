@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"errors"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -31,6 +33,8 @@ func TestParseFlags(t *testing.T) {
 		{"-furl", testFurl, "-n", "0"},
 		{"-furl", testFurl, "-counters", "6000", "-stats", "6000"},
 		{"-furl", testFurl, "-attempts", "0"},
+		{"-furl", testFurl, "-sources", "-1"},
+		{"-furl", testFurl, "-sources", "251"},
 		{"-furl", testFurl, "extra"},
 	} {
 		if _, err := parseFlags(bad); err == nil {
@@ -108,4 +112,59 @@ func TestReconnectsAfterGathererRestart(t *testing.T) {
 	l2, _ := listen(f.Hints[0])
 	defer l2.Close()
 	waitProvides("t-0", "t-1")
+}
+
+// sourceGatherer records the address each provide came from.
+type sourceGatherer struct{ hosts chan string }
+
+func (g sourceGatherer) Provide(ctx context.Context, call statsrpc.Gatherer_provide) error {
+	p, ok := tub.PeerFromContext(ctx)
+	if !ok {
+		return errors.New("no peer")
+	}
+	host, _, _ := net.SplitHostPort(p.RemoteAddr.String())
+	g.hosts <- host
+	return nil
+}
+
+// -sources spreads the providers over loopback source addresses, so a
+// gatherer sees them as many hosts.
+func TestSourcesSpreadProviders(t *testing.T) {
+	id, err := tub.NewIdentity()
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := sourceGatherer{hosts: make(chan string, 10)}
+	l, err := tub.Listen("127.0.0.1:0", id, tub.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	f := l.Register(capnp.Client(statsrpc.Gatherer_ServerToClient(g)))
+	cfg, err := parseFlags([]string{"-furl", f.String(), "-n", "3", "-sources", "3", "-counters", "1", "-stats", "1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, cfg) }()
+	defer func() {
+		cancel()
+		<-done
+	}()
+	seen := map[string]bool{}
+	deadline := time.After(20 * time.Second)
+	for len(seen) < 3 {
+		select {
+		case h := <-g.hosts:
+			seen[h] = true
+		case <-deadline:
+			t.Fatalf("provides from %v within 20 s", seen)
+		}
+	}
+	for _, want := range []string{"127.0.0.1", "127.0.0.2", "127.0.0.3"} {
+		if !seen[want] {
+			t.Errorf("no provider from %s: %v", want, seen)
+		}
+	}
 }
