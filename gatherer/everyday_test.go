@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -22,7 +23,13 @@ import (
 )
 
 func TestForgetWhileRunningStaysForgotten(t *testing.T) {
-	d, _ := startDaemon(t, Config{Interval: 200 * time.Millisecond})
+	var forgotten []string
+	var mu sync.Mutex
+	d, _ := startDaemon(t, Config{Interval: time.Second, OnForget: func(id string) {
+		mu.Lock()
+		forgotten = append(forgotten, id)
+		mu.Unlock()
+	}})
 	keep, _ := fakenode.Connect(t, d.Furl, "keep", fakenode.AnswerWith(sample))
 	gone, goneConn := fakenode.Connect(t, d.Furl, "gone", fakenode.AnswerWith(sample))
 	testutil.WaitFor(t, "both nodes in stats.json", 10*time.Second, func() bool {
@@ -42,6 +49,11 @@ func TestForgetWhileRunningStaysForgotten(t *testing.T) {
 	if readStats(t, d.g.cfg.StatsFile)[gone.TubID()] != nil {
 		t.Fatal("stats.json still holds the node right after forget")
 	}
+	mu.Lock()
+	if len(forgotten) != 1 || forgotten[0] != gone.TubID() {
+		t.Errorf("OnForget saw %v, want [%s]", forgotten, gone.TubID())
+	}
+	mu.Unlock()
 	// Rounds go on, and do not bring it back.
 	rounds := d.g.Metrics().Rounds
 	testutil.WaitFor(t, "three more rounds", 10*time.Second, func() bool { return d.g.Metrics().Rounds >= rounds+3 })

@@ -57,6 +57,9 @@ func (g *Gatherer) Forget(who string) (statsfile.Node, error) {
 	}
 	g.removeLocked(n.entry.TubID)
 	g.mu.Unlock()
+	if g.cfg.OnForget != nil {
+		g.cfg.OnForget(n.entry.TubID)
+	}
 	g.cfg.Logger.Info("node forgotten", "nickname", n.entry.Nickname, "tubid", n.entry.TubID)
 	return n.entry, g.Write()
 }

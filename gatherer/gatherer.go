@@ -59,6 +59,9 @@ type Config struct {
 	Verbose io.Writer
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
+	// OnForget, when set, is called with the tub ID of a node removed
+	// from the gatherer (by Forget), to drop what OnPoll kept of it.
+	OnForget func(tubID string)
 	// StartGrace bounds how long Run waits, after a restart, for the nodes
 	// that were up before it to answer before the first round. Default: the
 	// smaller of 10s and Interval.

@@ -345,6 +345,7 @@ func (c *RunCmd) run(cli *CLI, log *slog.Logger, create bool) error {
 		defer httpLn.Close()
 		hist = web.NewHistory(web.HistoryOptions{Interval: c.Interval})
 		cfg.OnPoll = hist.Record
+		cfg.OnForget = hist.Forget
 	}
 	// Every node is a descriptor; the listener keeps a reserve of them free
 	// for the stats file and HTTP.

@@ -174,6 +174,14 @@ func (h *History) Record(tubID string, at time.Time, snap stats.Snapshot) {
 	r.n = min(r.n+1, h.points)
 }
 
+// Forget drops a node's points, for gatherer.Config.OnForget: a forgotten
+// node's ring would otherwise stay until the process ends.
+func (h *History) Forget(tubID string) {
+	h.mu.Lock()
+	delete(h.nodes, tubID)
+	h.mu.Unlock()
+}
+
 // Track asks for stat to be kept from now on, and returns since when it has
 // been kept (the chart has nothing before that). A stat not kept yet takes
 // a free place, or the place of the requested stat used least recently.

@@ -156,3 +156,23 @@ func TestHistoryMemoryBound(t *testing.T) {
 	}
 	runtime.KeepAlive(h)
 }
+
+// A forgotten node's points go with it (gatherer.Config.OnForget).
+func TestHistoryForget(t *testing.T) {
+	h := NewHistory(HistoryOptions{Interval: time.Minute})
+	h.Record("gone", t0, load(1))
+	h.Record("kept", t0, load(2))
+	h.Forget("gone")
+	if h.Series("gone", DefaultStat, t0) != nil {
+		t.Error("a forgotten node still has a series")
+	}
+	if pts := h.Series("kept", DefaultStat, t0); len(pts) != 1 || pts[0].V != 2 {
+		t.Errorf("the other node's series: %v", pts)
+	}
+	h.mu.Lock()
+	n := len(h.nodes)
+	h.mu.Unlock()
+	if n != 1 {
+		t.Errorf("%d rings held, want 1", n)
+	}
+}
