@@ -140,6 +140,9 @@ func TestDebianPackage(t *testing.T) {
 			t.Errorf("%s: owner %d mode %o, want capstats (%d) 0700", d, st.Uid, fi.Mode().Perm(), uid)
 		}
 	}
+	if b, err := os.ReadFile("/usr/share/doc/capstats/copyright"); err != nil || !strings.Contains(string(b), "Files: linked Go module github.com/alecthomas/kong ") || !strings.Contains(string(b), "Files: the Go runtime and standard library") {
+		t.Errorf("the copyright file does not list the linked modules and Go: %v\n%s", err, b)
+	}
 	if conff := dpkgQuery("${Conffiles}"); !strings.Contains(conff, "/etc/munin/plugin-conf.d/tahoe_stats") || !strings.Contains(conff, "/etc/default/capstats-gatherer") {
 		t.Errorf("conffiles: %q", conff)
 	}

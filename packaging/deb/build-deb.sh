@@ -72,7 +72,36 @@ export SOURCE_DATE
 "$here/mkman.sh" "$pkg/usr/sbin/capstats-install-munin" 8 "$DEB_VERSION" "link the tahoe_stats munin plugin's graphs" >"$pkg/usr/share/man/man8/capstats-install-munin.8"
 gzip -9n "$pkg"/usr/share/man/man*/*
 
-install -m 0644 README.md "$here/README.Debian" "$here/copyright" "$doc/"
+install -m 0644 README.md "$here/README.Debian" "$doc/"
+# The copyright file: capstats's paragraph, then each Go module linked into
+# the binaries with its license text (MIT, BSD and Apache-2.0 all ask for
+# the notice to travel with binaries).
+{
+	cat "$here/copyright"
+	$GO list -deps -f '{{with .Module}}{{if not .Main}}{{.Path}} {{.Version}} {{.Dir}}{{end}}{{end}}' \
+		./cmd/gatherer ./cmd/capstats-node ./cmd/tahoe_stats | LC_ALL=C sort -u |
+		while read -r path modversion dir; do
+			lic=$(find "$dir" -maxdepth 1 -type f \( -iname 'LICENSE*' -o -iname 'COPYING*' \) | LC_ALL=C sort | head -n 1)
+			[ -n "$lic" ] || { echo "build-deb.sh: $path has no LICENSE file" >&2; exit 1; }
+			printf '\nFiles: linked Go module %s %s\nCopyright: see the license text\n' "$path" "$modversion"
+			if head -n 5 "$lic" | grep -q 'Apache License' && head -n 5 "$lic" | grep -q 'Version 2\.0'; then
+				# Debian policy: refer to the common copy, keep the NOTICE.
+				printf 'License: Apache-2.0\n On Debian systems the full text of the Apache License 2.0 is in\n /usr/share/common-licenses/Apache-2.0.\n'
+				for n in "$dir"/NOTICE*; do
+					[ -f "$n" ] || continue
+					printf ' .\n Its NOTICE file:\n .\n'
+					sed -e 's/[[:space:]]*$//' -e 's/^$/./' -e 's/^/ /' "$n"
+				done
+			else
+				printf 'License: %s\n' "$path"
+				sed -e 's/[[:space:]]*$//' -e 's/^$/./' -e 's/^/ /' "$lic"
+			fi
+		done
+	goroot=$($GO env GOROOT)
+	printf '\nFiles: the Go runtime and standard library, %s\nCopyright: see the license text\nLicense: Go\n' "$($GO env GOVERSION)"
+	sed -e 's/[[:space:]]*$//' -e 's/^$/./' -e 's/^/ /' "$goroot/LICENSE"
+} >"$doc/copyright"
+chmod 0644 "$doc/copyright"
 gzip -9n "$doc/README.md"
 {
 	printf 'capstats (%s) unstable; urgency=medium\n\n' "$DEB_VERSION"
