@@ -1,8 +1,10 @@
 package muninplugin
 
 import (
+	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"capstats/stats"
 	"capstats/statsfile"
@@ -14,13 +16,18 @@ import (
 // original read), and a "_" in front when it would start with a digit, since
 // munin field names must match [a-zA-Z_][a-zA-Z0-9_]*.
 func FieldName(nickname, tubid string) string {
+	return fieldName(nickname, tubid, 4)
+}
+
+// fieldName is FieldName with the first k characters of the tub ID.
+func fieldName(nickname, tubid string, k int) string {
 	var b strings.Builder
-	b.Grow(len(nickname) + 6)
+	b.Grow(len(nickname) + k + 2)
 	smash(&b, nickname)
 	b.WriteByte('_')
 	n := 0
 	for i := range tubid {
-		if n == 4 {
+		if n == k {
 			tubid = tubid[:i]
 			break
 		}
@@ -32,6 +39,52 @@ func FieldName(nickname, tubid string) string {
 		s = "_" + s
 	}
 	return s
+}
+
+// FieldNames returns the field name of every node of f, in file order,
+// all distinct. A node whose FieldName another node earlier in the file
+// already has (the same nickname, and a tub ID with the same first four
+// characters, which anyone holding the furl can find in seconds) gets
+// the tub-ID part lengthened, one character at a time, until its name is
+// no other node's; every other node keeps FieldName, as the original
+// printed it. The file keeps nodes in first-seen order, so a node's name
+// does not change when a newcomer collides with it.
+func FieldNames(f *statsfile.File) []string {
+	names := make([]string, len(f.Nodes))
+	// Every node's FieldName is reserved, so that a numbered name never
+	// takes the plain name of a node later in the file.
+	taken := make(map[string]int, len(f.Nodes))
+	collide := false
+	for i := range f.Nodes {
+		names[i] = FieldName(f.Nodes[i].Nickname, f.Nodes[i].TubID)
+		taken[names[i]]++
+		collide = collide || taken[names[i]] > 1
+	}
+	if !collide {
+		return names
+	}
+	used := make(map[string]bool, len(f.Nodes))
+	for i := range f.Nodes {
+		name := names[i]
+		if taken[name] > 1 && used[name] {
+			n := &f.Nodes[i]
+			for k := 5; ; k++ {
+				name = fieldName(n.Nickname, n.TubID, k)
+				if extra := k - max(utf8.RuneCountInString(n.TubID), 4); extra > 0 {
+					// The whole tub ID is not enough (a nickname that
+					// smashes into another's, and the same tub ID):
+					// number it.
+					name += "_" + strconv.Itoa(extra+1)
+				}
+				if taken[name] == 0 && !used[name] {
+					break
+				}
+			}
+		}
+		used[name] = true
+		names[i] = name
+	}
+	return names
 }
 
 func smash(b *strings.Builder, s string) {
@@ -53,13 +106,12 @@ type renderer struct {
 }
 
 func newRenderer(f *statsfile.File, now time.Time) *renderer {
-	return &renderer{f: f, now: float64(now.UnixNano()) / 1e9, names: make([]string, len(f.Nodes))}
+	return &renderer{f: f, now: float64(now.UnixNano()) / 1e9}
 }
 
 func (r *renderer) name(i int) string {
-	if r.names[i] == "" {
-		n := &r.f.Nodes[i]
-		r.names[i] = FieldName(n.Nickname, n.TubID)
+	if r.names == nil {
+		r.names = FieldNames(r.f)
 	}
 	return r.names[i]
 }
