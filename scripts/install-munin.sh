@@ -289,6 +289,8 @@ fi
 restart_hint
 if [ -n "$shown" ]; then
 	echo "Check with: munin-run $shown config"
-else
+elif [ "$mode" = suggested ]; then
 	echo "No graph is linked yet: run this again once the gatherer has polled its nodes."
+else
+	echo "No graph is linked: see the skipped lines above."
 fi
