@@ -4,6 +4,7 @@ package bench
 
 import (
 	"context"
+	"log/slog"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -30,7 +31,7 @@ func BenchmarkFlapping(b *testing.B) {
 	if err := gatherer.Create(dir, gatherer.CreateOptions{Hostname: "127.0.0.1"}); err != nil {
 		b.Fatal(err)
 	}
-	d, err := gatherer.Start(dir, gatherer.Config{Interval: 200 * time.Millisecond}, tub.Options{})
+	d, err := gatherer.Start(dir, gatherer.Config{Interval: 200 * time.Millisecond, Logger: slog.New(slog.DiscardHandler)}, tub.Options{})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -78,7 +78,7 @@ func Start(dir string, cfg Config, opts tub.Options) (d *Daemon, err error) {
 	// gatherer already running here.
 	logger := cfg.Logger
 	if logger == nil {
-		logger = slog.New(slog.DiscardHandler)
+		logger = slog.Default()
 	}
 	ctl, err := listenControl(dir, logger)
 	if err != nil {

@@ -52,7 +52,8 @@ type Config struct {
 	// NewNodeEvery. Defaults DefaultNewNodeBurst, DefaultNewNodeEvery.
 	NewNodeBurst int
 	NewNodeEvery time.Duration
-	// Logger gets operational logs. Default: discard.
+	// Logger gets operational logs. Default: slog.Default(), as for every
+	// capstats library, so that a program that sets up slog sees them.
 	Logger *slog.Logger
 	// Verbose, when set, gets the original's connect/disconnect lines and a
 	// line per round.
@@ -100,7 +101,7 @@ func (c *Config) setDefaults() {
 		c.NewNodeEvery = DefaultNewNodeEvery
 	}
 	if c.Logger == nil {
-		c.Logger = slog.New(slog.DiscardHandler)
+		c.Logger = slog.Default()
 	}
 	if c.Now == nil {
 		c.Now = time.Now

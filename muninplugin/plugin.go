@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 	"time"
 
@@ -26,7 +27,8 @@ type Plugin struct {
 	StatsFile string
 	// Now is the clock for the staleness check; nil means time.Now.
 	Now func() time.Time
-	// Stdout receives the output, written once at the end.
+	// Stdout receives the output, written once at the end; nil means
+	// os.Stdout, where munin reads it.
 	Stdout io.Writer
 
 	content []byte // tests: the stats file's content, instead of reading it
@@ -95,7 +97,11 @@ func (p *Plugin) write(b []byte) error {
 	if len(b) == 0 {
 		return nil
 	}
-	if _, err := p.Stdout.Write(b); err != nil {
+	out := p.Stdout
+	if out == nil {
+		out = os.Stdout
+	}
+	if _, err := out.Write(b); err != nil {
 		return fmt.Errorf("write output: %w", err)
 	}
 	return nil

@@ -2,6 +2,7 @@ package reliability
 
 import (
 	"context"
+	"log/slog"
 	"math/rand/v2"
 	"path/filepath"
 	"runtime"
@@ -33,7 +34,7 @@ func TestFlapping(t *testing.T) {
 	if err := gatherer.Create(dir, gatherer.CreateOptions{Hostname: "127.0.0.1"}); err != nil {
 		t.Fatal(err)
 	}
-	d, err := gatherer.Start(dir, gatherer.Config{Interval: 200 * time.Millisecond}, tub.Options{})
+	d, err := gatherer.Start(dir, gatherer.Config{Interval: 200 * time.Millisecond, Logger: slog.New(slog.DiscardHandler)}, tub.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

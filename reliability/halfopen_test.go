@@ -149,7 +149,7 @@ func TestHalfOpenPeer(t *testing.T) {
 		t.Fatal(err)
 	}
 	const interval = 500 * time.Millisecond
-	d, err := gatherer.Start(dir, gatherer.Config{Interval: interval, Timeout: 300 * time.Millisecond}, tub.Options{})
+	d, err := gatherer.Start(dir, gatherer.Config{Interval: interval, Timeout: 300 * time.Millisecond, Logger: slog.New(slog.DiscardHandler)}, tub.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

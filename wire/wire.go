@@ -17,7 +17,9 @@ import (
 )
 
 // Limits bound what a reply may hold. A reply that breaks one is refused
-// whole.
+// whole. A field left zero takes its value from DefaultLimits, so that
+// forgetting one never leaves a reply unbounded; a negative one means no
+// bound.
 type Limits struct {
 	// MaxEntries bounds counters plus stats in one reply.
 	MaxEntries int
@@ -38,6 +40,17 @@ var DefaultLimits = Limits{MaxEntries: 2000, MaxNameLen: 256}
 func (l Limits) MaxMessageSize() uint64 {
 	n := uint64(max(l.MaxEntries, 0))*(uint64(max(l.MaxNameLen, 0))+1+16) + 64<<10
 	return max(n, 1<<20)
+}
+
+// withDefaults fills the zero fields of l from DefaultLimits.
+func (l Limits) withDefaults() Limits {
+	if l.MaxEntries == 0 {
+		l.MaxEntries = DefaultLimits.MaxEntries
+	}
+	if l.MaxNameLen == 0 {
+		l.MaxNameLen = DefaultLimits.MaxNameLen
+	}
+	return l
 }
 
 // FromSnapshot fills dst, a freshly allocated Stats struct, with s. A name
@@ -136,11 +149,13 @@ func (d *Decoder) CacheStats() CacheStats {
 	return c
 }
 
-// ToSnapshot reads src into a snapshot, checking it against lim: as many
+// ToSnapshot reads src into a snapshot, checking it against lim (its zero
+// fields taken from DefaultLimits): as many
 // names as values, names non-empty, not too long, valid UTF-8 without
 // control characters, not repeated within a namespace; not too many
 // entries. NaN and ±Inf become null.
 func (d *Decoder) ToSnapshot(src statsrpc.Stats, lim Limits) (stats.Snapshot, error) {
+	lim = lim.withDefaults()
 	counters, err := src.Counters()
 	if err != nil {
 		return stats.Snapshot{}, fmt.Errorf("counters: %w", err)

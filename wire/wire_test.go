@@ -351,3 +351,24 @@ func TestDecodersKeepTheirOwnCaches(t *testing.T) {
 		t.Error("hit rate of nothing is not 0")
 	}
 }
+
+// A zero Limits, or a zero field of one, means DefaultLimits' bound, never
+// none; a negative field lifts its bound.
+func TestZeroLimitsAreDefaults(t *testing.T) {
+	many := stats.Map{}
+	for i := range DefaultLimits.MaxEntries + 1 {
+		many[fmt.Sprintf("e.%d", i)] = stats.Int(1)
+	}
+	if _, err := decode(encode(t, stats.Snapshot{Counters: stats.SetOf(many)}), Limits{}); err == nil ||
+		!strings.Contains(err.Error(), fmt.Sprintf("limit is %d", DefaultLimits.MaxEntries)) {
+		t.Errorf("one entry past the default under a zero Limits: %v", err)
+	}
+	long := stats.Snapshot{Stats: stats.SetOf(stats.Map{strings.Repeat("n", DefaultLimits.MaxNameLen+1): stats.Int(1)})}
+	if _, err := decode(encode(t, long), Limits{MaxEntries: 5}); err == nil ||
+		!strings.Contains(err.Error(), fmt.Sprintf("limit is %d", DefaultLimits.MaxNameLen)) {
+		t.Errorf("a name past the default with MaxNameLen left zero: %v", err)
+	}
+	if _, err := decode(encode(t, long), Limits{MaxNameLen: -1}); err != nil {
+		t.Errorf("a name past the default with no bound on names: %v", err)
+	}
+}

@@ -66,7 +66,7 @@ type Options struct {
 	MaxSeries int
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
-	// Logger gets request errors. Default: discard.
+	// Logger gets request errors. Default: slog.Default().
 	Logger *slog.Logger
 	// Tub, when set, is the listener whose connection figures and
 	// refusals /metrics shows (capstats_tub_*).
@@ -105,7 +105,7 @@ func New(src Source, opts Options) *Handler {
 		opts.MaxSeries = DefaultMaxSeries
 	}
 	if opts.Logger == nil {
-		opts.Logger = slog.New(slog.DiscardHandler)
+		opts.Logger = slog.Default()
 	}
 	h := &Handler{src: src, opts: opts, mux: http.NewServeMux()}
 	h.mux.HandleFunc("GET /{$}", h.serveStatus)

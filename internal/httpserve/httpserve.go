@@ -30,7 +30,8 @@ type Options struct {
 	WriteTimeout time.Duration
 	// IdleTimeout closes a keep-alive connection with no request. Default 60s.
 	IdleTimeout time.Duration
-	// Logger gets the server's own errors at debug level. Default: discard.
+	// Logger gets the server's own errors at debug level. Default:
+	// slog.Default().
 	Logger *slog.Logger
 }
 
@@ -51,7 +52,7 @@ func (o *Options) setDefaults() {
 		o.IdleTimeout = 60 * time.Second
 	}
 	if o.Logger == nil {
-		o.Logger = slog.New(slog.DiscardHandler)
+		o.Logger = slog.Default()
 	}
 }
 
