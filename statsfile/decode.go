@@ -51,8 +51,16 @@ const maxDepth = 1000
 // reads as U+FFFD, as with encoding/json. Anything else malformed is a
 // *SyntaxError (wrapped) naming the line and column.
 //
-// The input is read once into memory and scanned by hand: the munin plugin
-// has to answer within milliseconds for a file of thousands of nodes.
+// The input is read once into memory and scanned by hand rather than with
+// encoding/json (or encoding/json/jsontext) because the file is Python's
+// json.dump output and must read as Python reads it: NaN, Infinity and
+// -Infinity are accepted (encoding/json refuses them); a tub ID or key
+// repeated keeps its first position and its last value, as a dict does
+// (encoding/json keeps no order, jsontext refuses duplicates by default);
+// and an error names the exact line and column, which an operator needs
+// to mend a file by hand. It is also faster than encoding/json into maps
+// (BENCHMARKS.md, target 5), which the munin plugin, run once per graph,
+// benefits from.
 func Decode(r io.Reader) (*File, error) {
 	return DecodeFiltered(r, nil)
 }

@@ -16,8 +16,9 @@
 //
 // The package is the one place that knows the file format: the gatherer
 // writes it (WriteFile, once per poll round, atomically) and the munin plugin
-// reads it (Load, once per run). It imports only the standard library and
-// capstats/stats, so that the plugin starts fast.
+// reads it (Load, once per run). It imports only the standard library,
+// capstats/stats and capstats/internal/atomicfile (WriteFile's atomic
+// replace, itself standard library only), so that the plugin starts fast.
 package statsfile
 
 import (

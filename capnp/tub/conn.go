@@ -52,8 +52,9 @@ func (r rpcLogger) level(msg string, otherwise slog.Level) slog.Level {
 // codec frames Cap'n Proto messages over a TLS stream and caps the size of
 // reads. Writes go through a pooled buffer, so that one message is one TLS
 // record without a write buffer per connection; reads need no buffer of
-// their own, as the TLS connection already buffers a whole record. (Two
-// 16 KiB buffers per connection were half of a gatherer's memory per node.)
+// their own, as the TLS connection already buffers a whole record. (A read
+// and a write buffer per connection were most of a gatherer's memory per
+// node: BENCHMARKS.md, first pass, fix 1.)
 type codec struct {
 	readErr atomic.Pointer[error]
 

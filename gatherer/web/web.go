@@ -77,7 +77,8 @@ type Options struct {
 const DefaultMaxSeries = 500_000
 
 // DefaultPageSize keeps the status page of a big grid quick to draw and
-// to load: at 10,000 nodes a page of all of them was 15 MB of HTML.
+// to load: a page of every node of a big grid is megabytes of HTML
+// (BENCHMARKS.md, Smaller findings).
 const DefaultPageSize = 500
 
 // Handler serves /metrics, /stats.json and the status page.
