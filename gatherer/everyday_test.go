@@ -439,3 +439,33 @@ func TestCommandsAsRootKeepOwner(t *testing.T) {
 		}
 	}
 }
+
+// Every way a node leaves the gatherer reaches OnForget, --forget-after too.
+func TestOnForgetSeesForgetAfter(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "g")
+	if err := Create(dir, CreateOptions{Hostname: "127.0.0.1"}); err != nil {
+		t.Fatal(err)
+	}
+	old := strings.Repeat("o", 32)
+	f := &statsfile.File{Nodes: []statsfile.Node{{TubID: old, Nickname: "old", LastPoll: float64(time.Now().Add(-time.Hour).Unix())}}}
+	if err := statsfile.WriteFile(filepath.Join(dir, StatsFile), f); err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan string, 1)
+	d, err := Start(dir, Config{Interval: time.Second, ForgetAfter: 2 * time.Second, OnForget: func(id string) { got <- id }}, tub.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { d.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done; d.Close() }()
+	select {
+	case id := <-got:
+		if id != old {
+			t.Errorf("OnForget(%s), want %s", id, old)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("OnForget not called for an entry --forget-after dropped")
+	}
+}

@@ -57,9 +57,6 @@ func (g *Gatherer) Forget(who string) (statsfile.Node, error) {
 	}
 	g.removeLocked(n.entry.TubID)
 	g.mu.Unlock()
-	if g.cfg.OnForget != nil {
-		g.cfg.OnForget(n.entry.TubID)
-	}
 	g.cfg.Logger.Info("node forgotten", "nickname", n.entry.Nickname, "tubid", n.entry.TubID)
 	return n.entry, g.Write()
 }
@@ -67,6 +64,9 @@ func (g *Gatherer) Forget(who string) (statsfile.Node, error) {
 // removeLocked drops the node with tub ID id from memory; the next write
 // leaves it out of the file. g.mu is held.
 func (g *Gatherer) removeLocked(id string) {
+	if g.cfg.OnForget != nil {
+		g.cfg.OnForget(id)
+	}
 	delete(g.nodes, id)
 	if i := slices.Index(g.order, id); i >= 0 {
 		g.order = slices.Delete(g.order, i, i+1)

@@ -61,7 +61,9 @@ type Config struct {
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
 	// OnForget, when set, is called with the tub ID of a node removed
-	// from the gatherer (by Forget), to drop what OnPoll kept of it.
+	// from the gatherer (by Forget, ForgetAfter or a node cap), to drop
+	// what OnPoll kept of it. It runs under the gatherer's lock: it must
+	// not block nor call the Gatherer.
 	OnForget func(tubID string)
 	// StartGrace bounds how long Run waits, after a restart, for the nodes
 	// that were up before it to answer before the first round. Default: the
