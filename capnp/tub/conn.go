@@ -41,6 +41,11 @@ var connectionEnded = []string{
 }
 
 func (r rpcLogger) level(msg string, otherwise slog.Level) slog.Level {
+	for _, end := range guardEnded {
+		if strings.HasSuffix(msg, end) {
+			return slog.LevelDebug
+		}
+	}
 	for _, end := range connectionEnded {
 		if strings.HasSuffix(msg, end) {
 			return slog.LevelDebug

@@ -16,6 +16,13 @@ var (
 	errSendBacklog  = errors.New("peer does not read what it is sent")
 )
 
+// guardEnded are the endings of go-capnp's messages about a connection
+// the guard ended. The listener has counted it and warned, rate-limited;
+// go-capnp would warn once per connection, as often as an attacker likes.
+var guardEnded = []string{
+	errTooManyCalls.Error(), errTooMuchHeld.Error(), errSendBacklog.Error(), "message too large",
+}
+
 // guardTransport bounds what one peer can make this side hold: calls it has
 // not finished (each keeps an answer, and its Return, until the peer sends
 // Finish), the bytes of the messages it sent that are still in use, and the
