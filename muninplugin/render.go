@@ -195,21 +195,3 @@ func appendFormatted(b []byte, line, name string) []byte {
 		}
 	}
 }
-
-// AppendConfig appends g's config for f: the header lines, then the series
-// lines for every node that has the stat, whatever its age.
-func AppendConfig(b []byte, g Graph, f *statsfile.File) []byte {
-	return newRenderer(f, time.Time{}).appendConfig(b, g)
-}
-
-// AppendFetch appends g's values for f at now: "NAME.value VALUE" for
-// every node that has the stat, VALUE "U" when the node's data is more than
-// StaleSeconds old.
-func AppendFetch(b []byte, g Graph, f *statsfile.File, now time.Time) []byte {
-	return newRenderer(f, now).appendFetch(b, g)
-}
-
-// HasData reports whether any node of f has g's stat (present, not null).
-func HasData(g Graph, f *statsfile.File) bool {
-	return newRenderer(f, time.Time{}).hasData(g)
-}

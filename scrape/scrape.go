@@ -127,7 +127,7 @@ func New(rawURL string, opts Options) (*Target, error) {
 		return nil, fmt.Errorf("scrape URL %q: %w", rawURL, err)
 	}
 	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, fmt.Errorf("scrape URL %q: want http://HOST[:PORT]/PATH or https://...", rawURL)
+		return nil, fmt.Errorf("scrape URL %q: want http://HOST[:PORT]/PATH or https://HOST[:PORT]/PATH", rawURL)
 	}
 	if opts.Timeout <= 0 {
 		opts.Timeout = DefaultTimeout

@@ -219,16 +219,6 @@ func (d *decoder) peek() byte {
 	return 0
 }
 
-// expect skips whitespace and consumes c, or fails saying what it wanted.
-func (d *decoder) expect(c byte, ctx string) error {
-	d.skipWS()
-	if d.peek() != c {
-		return d.errAt(d.pos, "expected %q %s, found %s", c, ctx, d.what())
-	}
-	d.pos++
-	return nil
-}
-
 // next skips whitespace after a member and reports whether another follows
 // (',') or the container ends (end). ctx "" means the object being read.
 func (d *decoder) next(end byte, ctx string) (more bool, err error) {

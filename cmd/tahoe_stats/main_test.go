@@ -8,7 +8,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -44,8 +43,17 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
+// goTool is the go command that runs the tests: $GOROOT/bin/go (go test
+// sets GOROOT), else the one "go env GOROOT" names (runtime.GOROOT is
+// deprecated), else "go" on PATH.
 func goTool() string {
-	if p := filepath.Join(runtime.GOROOT(), "bin", "go"); fileExists(p) {
+	root := os.Getenv("GOROOT")
+	if root == "" {
+		if out, err := exec.Command("go", "env", "GOROOT").Output(); err == nil {
+			root = strings.TrimSpace(string(out))
+		}
+	}
+	if p := filepath.Join(root, "bin", "go"); root != "" && fileExists(p) {
 		return p
 	}
 	return "go"

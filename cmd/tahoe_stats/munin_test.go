@@ -155,16 +155,7 @@ func TestMuninNodeConfigure(t *testing.T) {
 	s := newMuninSetup(t, path)
 	args := []string{"--libdir", s.lib, "--servicedir", s.plugins, "--sconfdir", s.conf}
 
-	var want []string // the fixture's graphs, as suffixes
-	f, err := statsfile.Load(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, g := range muninplugin.Graphs() {
-		if muninplugin.HasData(g, f) {
-			want = append(want, g.Suffix())
-		}
-	}
+	want := suggested(t, path) // the fixture's graphs, as suffixes
 	if len(want) < 20 || len(want) == len(muninplugin.Graphs()) {
 		t.Fatalf("the fixture has data for %d graphs; the test wants most but not all", len(want))
 	}
@@ -497,12 +488,9 @@ func TestInstallScript(t *testing.T) {
 			t.Errorf("the closing hint names %s, which is not linked: %v\n%s", m[1], err, out)
 		}
 	}
-	f, _ := statsfile.Load(path)
 	var withData []string
-	for _, g := range muninplugin.Graphs() {
-		if muninplugin.HasData(g, f) {
-			withData = append(withData, g.Name)
-		}
+	for _, suffix := range suggested(t, path) {
+		withData = append(withData, muninplugin.Prefix+suffix)
 	}
 	sort.Strings(withData)
 	all := append([]string{}, muninplugin.GraphNames()...)
@@ -684,4 +672,16 @@ func benchFile(n int) *statsfile.File {
 		})
 	}
 	return f
+}
+
+// suggested is what the plugin answers munin's "suggest" with for the
+// stats file at path: the suffixes of the graphs that have data.
+func suggested(t *testing.T, path string) []string {
+	t.Helper()
+	var out bytes.Buffer
+	p := muninplugin.Plugin{Name: muninplugin.Prefix, StatsFile: path, Stdout: &out}
+	if err := p.Run("suggest"); err != nil {
+		t.Fatal(err)
+	}
+	return strings.Fields(out.String())
 }
