@@ -116,7 +116,11 @@ type node struct {
 
 	provider statsrpc.Provider // valid while connected
 	peer     *tub.Peer
-	polling  bool
+	// polling is the connection whose poll is in flight, nil when none
+	// is. A poll of a replaced connection may still be in flight when
+	// the node reconnects; it must not keep the new one from being
+	// polled, nor have its outcome recorded for the new one.
+	polling *tub.Peer
 	// fresh: connected and not yet answered, so its first answer is a
 	// change worth writing at once (see Run).
 	fresh    bool
@@ -349,12 +353,12 @@ func (g *Gatherer) verbose(format string, args ...any) {
 // on its own (round nil) with a timeout of its own.
 func (g *Gatherer) pollNode(n *node, round *pollRound) {
 	g.mu.Lock()
-	if g.closed || n.polling || n.peer == nil {
+	if g.closed || n.peer == nil || n.polling == n.peer {
 		g.mu.Unlock()
 		return
 	}
-	n.polling = true
 	prov, peer := n.provider.AddRef(), n.peer
+	n.polling = peer
 	g.polls.Add(1)
 	if round != nil {
 		round.wg.Add(1)
@@ -410,7 +414,15 @@ func (g *Gatherer) poll(ctx context.Context, n *node, prov statsrpc.Provider, pe
 	}
 
 	g.mu.Lock()
-	n.polling = false
+	if n.polling == peer {
+		n.polling = nil
+	}
+	if n.peer != nil && n.peer != peer {
+		// The node reconnected meanwhile: this outcome is the old
+		// connection's, and the new one is polled on its own.
+		g.mu.Unlock()
+		return
+	}
 	n.entry.LastPoll = epoch(start)
 	n.entry.PollSeconds = end.Sub(start).Seconds()
 	closeIt := false

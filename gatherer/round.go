@@ -143,7 +143,7 @@ func (g *Gatherer) countRound(nodes []*node) (ok, failed int) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	for _, n := range nodes {
-		if !n.polling && n.entry.LastError == "" {
+		if n.polling == nil && n.entry.LastError == "" {
 			ok++
 		} else {
 			failed++

@@ -46,7 +46,7 @@ func TestReplyAtDeadlineIsNotATimeout(t *testing.T) {
 		g.mu.Lock()
 		defer g.mu.Unlock()
 		n = g.nodes[p.TubID()]
-		return n != nil && !n.polling && n.entry.Timestamp > 0
+		return n != nil && n.polling == nil && n.entry.Timestamp > 0
 	})
 	g.mu.Lock()
 	peer := n.peer
@@ -92,6 +92,6 @@ func TestHungCallIsATimeout(t *testing.T) {
 		g.mu.Lock()
 		defer g.mu.Unlock()
 		n := g.nodes[p.TubID()]
-		return n != nil && !n.polling && n.timeouts == 1 && strings.Contains(n.entry.LastError, "timed out")
+		return n != nil && n.polling == nil && n.timeouts == 1 && strings.Contains(n.entry.LastError, "timed out")
 	})
 }
