@@ -349,8 +349,8 @@ func (g *Gatherer) verbose(format string, args ...any) {
 	}
 }
 
-// pollNode polls n unless a poll of it is in flight: as part of round, or
-// on its own (round nil) with a timeout of its own.
+// pollNode polls n unless a poll of its connection is in flight: as part
+// of round, or on its own (round nil) with a timeout of its own.
 func (g *Gatherer) pollNode(n *node, round *pollRound) {
 	g.mu.Lock()
 	if g.closed || n.peer == nil || n.polling == n.peer {
