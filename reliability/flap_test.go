@@ -50,7 +50,7 @@ func TestFlapping(t *testing.T) {
 	// A bound to give up by, not a speed target: the cycles are counted.
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	var done, midCall, dialFailures atomic.Int64
+	var done, midCall, dialFailures, closedByGatherer atomic.Int64
 	var wg sync.WaitGroup
 	for i := 0; i < providers; i++ {
 		wg.Add(1)
@@ -75,9 +75,25 @@ func TestFlapping(t *testing.T) {
 				}
 				if slow {
 					// Hold the connection until a getStats hangs in it
-					// (provide polls at once), then drop it mid-call.
-					for p.Calls() == calls && ctx.Err() == nil {
-						time.Sleep(5 * time.Millisecond)
+					// (provide polls at once), then drop it mid-call. On
+					// a busy machine the gatherer's 200ms polls can time
+					// out before one reaches the provider, and after
+					// MaxTimeouts of them it closes the connection, as it
+					// should: then dial again, as a node does.
+				wait:
+					for p.Calls() == calls {
+						select {
+						case <-conn.Done():
+							break wait
+						case <-ctx.Done():
+							break wait
+						case <-time.After(5 * time.Millisecond):
+						}
+					}
+					if p.Calls() == calls && ctx.Err() == nil {
+						conn.Close()
+						closedByGatherer.Add(1)
+						continue
 					}
 					if p.Calls() > calls {
 						midCall.Add(1)
@@ -95,8 +111,8 @@ func TestFlapping(t *testing.T) {
 		}(uint64(i))
 	}
 	wg.Wait()
-	t.Logf("%d connect/disconnect cycles by %d providers, %d dropped mid-call, %d dials failed and were retried",
-		done.Load(), providers, midCall.Load(), dialFailures.Load())
+	t.Logf("%d connect/disconnect cycles by %d providers, %d dropped mid-call, %d dials failed and were retried, %d connections closed by the gatherer before a call reached them and redialled",
+		done.Load(), providers, midCall.Load(), dialFailures.Load(), closedByGatherer.Load())
 	if ctx.Err() != nil {
 		t.Fatalf("gave up after %s with %d of %d cycles done", 5*time.Minute, done.Load(), providers*cycles)
 	}
