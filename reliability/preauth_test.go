@@ -109,7 +109,7 @@ func (e *preauthEnv) boundedMemory(t *testing.T) {
 // Attack 1: pipelined fetches with wrong swiss numbers, never finished,
 // replies never read. It took the gatherer to 687 MB on one connection;
 // now each connection is closed after its first unknown swiss number or
-// its 64th unfinished call, whichever comes first.
+// the 4,096th message held for it, whichever comes first.
 func TestPreauthPipelinedFetches(t *testing.T) {
 	e := startPreauth(t)
 	check := e.everyRound(t)

@@ -24,10 +24,12 @@ var guardEnded = []string{
 }
 
 // guardTransport bounds what one peer can make this side hold: calls it has
-// not finished (each keeps an answer, and its Return, until the peer sends
-// Finish), the bytes of the messages it sent that are still in use, and the
-// messages queued to it while it does not read. Going over any of them ends
-// the connection; queuing would only move the memory elsewhere.
+// made that are not answered yet (queued or running), the bytes of the
+// messages it sent that are still in use, and the messages held for it:
+// answers it has not finished (each keeps its Return until the peer's
+// Finish, which go-capnp sends a quarter of a second after the answer) and
+// messages queued while it does not read. Going over any of them ends the
+// connection; queuing would only move the memory elsewhere.
 type guardTransport struct {
 	transport.Transport
 	maxCalls int
@@ -35,7 +37,7 @@ type guardTransport struct {
 	maxOut   int64
 	exceeded func(reason string, err error) // called once, before the error ends the connection
 
-	calls int // only the RPC connection's reader goroutine touches it
+	calls atomic.Int64 // received calls and bootstraps less Returns sent
 	held  atomic.Int64
 	out   atomic.Int64
 	over  atomic.Bool
@@ -59,16 +61,9 @@ func (g *guardTransport) RecvMessage() (transport.IncomingMessage, error) {
 	m := in.Message()
 	switch m.Which() {
 	case rpccp.Message_Which_call, rpccp.Message_Which_bootstrap:
-		g.calls++
-		if g.calls > g.maxCalls {
+		if g.calls.Add(1) > int64(g.maxCalls) {
 			in.Release()
 			return nil, g.fail(ReasonCallsInFlight, errTooManyCalls)
-		}
-	case rpccp.Message_Which_finish:
-		// A Finish for a question that does not exist ends the connection
-		// in the RPC system, so a peer cannot talk the count down.
-		if g.calls > 0 {
-			g.calls--
 		}
 	}
 	size, _ := m.Message().TotalSize()
@@ -117,6 +112,15 @@ type guardedOut struct {
 	transport.OutgoingMessage
 	g        *guardTransport
 	released atomic.Bool
+}
+
+// Send counts a Return as the end of a call in flight: go-capnp sends
+// exactly one for each call and bootstrap it received.
+func (m *guardedOut) Send() error {
+	if m.Message().Which() == rpccp.Message_Which_return {
+		m.g.calls.Add(-1)
+	}
+	return m.OutgoingMessage.Send()
 }
 
 func (m *guardedOut) Release() {

@@ -490,7 +490,7 @@ func (c *pausingConn) Read(b []byte) (int, error) {
 }
 
 // A peer that stops reading while calls to it pile up is disconnected
-// once the messages queued to it go over four times MaxCallsInFlight.
+// once the messages held for it go over sixteen times MaxCallsInFlight.
 func TestSendBacklogBounded(t *testing.T) {
 	l, _, f := listen(t, Options{MaxCallsInFlight: 8})
 	raw := dialFrom(t, l, "127.0.0.1")

@@ -338,7 +338,7 @@ func (l *Listener) serve(p *pending) {
 		Transport: newTransport(peer.codec),
 		maxCalls:  maxCalls,
 		maxHeld:   int64(l.opts.maxHeldBytes()),
-		maxOut:    int64(4 * maxCalls),
+		maxOut:    int64(16 * maxCalls),
 		exceeded: func(reason string, err error) {
 			l.refuse(reason, peer.RemoteAddr, "peer", peer.TubID)
 			raw.Close()

@@ -66,9 +66,10 @@ type Options struct {
 	// Default 4 KiB.
 	PreAuthMessageSize uint64
 	// MaxCallsInFlight bounds the calls (and bootstraps) a peer has made on
-	// one connection that it has not finished. A peer that exceeds it is
-	// disconnected, not queued. It also bounds the messages waiting to go
-	// out to a peer that does not read (four times it). Default 64.
+	// one connection that are not answered yet. A peer that exceeds it is
+	// disconnected, not queued. Sixteen times it bounds the messages held
+	// for a peer: answers it has not finished and messages waiting to go
+	// out while it does not read. Default 256.
 	MaxCallsInFlight int
 	// MaxHeldBytes bounds the bytes of incoming messages one connection
 	// holds at once (calls being served, replies not yet consumed). A peer
@@ -121,7 +122,7 @@ func (o Options) fetchTimeout() time.Duration { return orDefault(o.FetchTimeout,
 func (o Options) preAuthMessageSize() uint64 {
 	return min(orDefault(o.PreAuthMessageSize, 4<<10), o.maxMessageSize())
 }
-func (o Options) maxCallsInFlight() int { return orDefault(o.MaxCallsInFlight, 64) }
+func (o Options) maxCallsInFlight() int { return orDefault(o.MaxCallsInFlight, 256) }
 func (o Options) maxHeldBytes() uint64 {
 	return max(orDefault(o.MaxHeldBytes, 2*o.maxMessageSize()), o.maxMessageSize())
 }
