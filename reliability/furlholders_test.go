@@ -334,8 +334,13 @@ func TestFurlHolderFieldNameCollision(t *testing.T) {
 		}
 		return f.Nodes[0].Timestamp > 0 && f.Nodes[1].Timestamp > 0
 	})
-	gr, _ := muninplugin.LookupGraph("tahoe_storage_allocated")
-	out := string(muninplugin.AppendFetch(nil, gr, f, time.Now()))
+	// What the munin plugin prints for the file, as munin runs it.
+	var fetched bytes.Buffer
+	plugin := muninplugin.Plugin{Name: "tahoe_storage_allocated", StatsFile: filepath.Join(dir, "stats.json"), Stdout: &fetched}
+	if err := plugin.Run(""); err != nil {
+		t.Fatal(err)
+	}
+	out := fetched.String()
 	victimField := muninplugin.FieldName("storage", victimID.TubID())
 	if !strings.Contains(out, victimField+".value 1\n") || strings.Contains(out, victimField+".value 666\n") {
 		t.Errorf("the victim's field %s:\n%s", victimField, out)
