@@ -154,9 +154,6 @@ func New(rawURL string, opts Options) (*Target, error) {
 	return &Target{url: u.String(), opts: opts, client: c, log: opts.Logger.With("scrape", u.Redacted())}, nil
 }
 
-// URL returns the target's URL.
-func (t *Target) URL() string { return t.url }
-
 // Scrape fetches and parses the target once.
 func (t *Target) Scrape(ctx context.Context) (Result, Format, error) {
 	ctx, cancel := context.WithTimeout(ctx, t.opts.Timeout)
