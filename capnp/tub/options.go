@@ -12,6 +12,7 @@ import (
 type Options struct {
 	// Logger receives connection events, refusals and the RPC system's
 	// protocol errors, which go-capnp drops when no logger is set.
+	// Default: slog.Default(), as for every capstats library.
 	Logger *slog.Logger
 	// HandshakeTimeout bounds the TCP connect plus TLS handshake of a dial,
 	// and on a listener both the wait for a handshake slot and the
@@ -83,7 +84,7 @@ const DefaultMaxMessageSize = 8 << 20
 
 func (o Options) logger() *slog.Logger {
 	if o.Logger == nil {
-		return slog.New(slog.DiscardHandler)
+		return slog.Default()
 	}
 	return o.Logger
 }
