@@ -11,6 +11,7 @@ import (
 
 	"capstats/capnp/statsrpc"
 	"capstats/capnp/tub"
+	"capstats/stats"
 	"capstats/wire"
 )
 
@@ -125,7 +126,7 @@ func (s *providerServer) GetStats(ctx context.Context, call statsrpc.Provider_ge
 	now := s.n.clock.Now()
 	s.l.polled(now)
 	s.n.notePoll(now)
-	snap := s.n.p.Snapshot(ctx)
+	snap := s.n.cutReply(s.n.p.Snapshot(ctx))
 	res, err := call.AllocResults()
 	if err != nil {
 		return err
@@ -135,6 +136,20 @@ func (s *providerServer) GetStats(ctx context.Context, call statsrpc.Provider_ge
 		return err
 	}
 	return wire.FromSnapshot(snap, st)
+}
+
+// cutReply keeps snap within the entries the gatherer accepts, saying so
+// when cutting starts and when it ends.
+func (n *Node) cutReply(snap stats.Snapshot) stats.Snapshot {
+	before := n.entries.dropped.Load()
+	snap, dropped := n.entries.apply(snap)
+	switch {
+	case dropped > 0 && before == 0:
+		n.log.Warn("more stats than the gatherer accepts; the reply is cut", "max_entries", n.entries.max, "dropped", dropped)
+	case dropped == 0 && before > 0:
+		n.log.Info("stats fit the gatherer's limit again", "max_entries", n.entries.max)
+	}
+	return snap
 }
 
 // Ping does nothing but shows the connection is alive.

@@ -64,6 +64,12 @@ type Config struct {
 	// returns, as the original node did. Off, the node leaves the
 	// Provider's producers to the caller.
 	LoadMonitor bool
+	// MaxEntries bounds the counters plus stats of one reply to the
+	// gatherer; past it the reply is cut, the graphed namespaces kept
+	// first, and the number left out reported as node.entries_dropped.
+	// 0 means wire.DefaultLimits.MaxEntries, what a gatherer accepts by
+	// default.
+	MaxEntries int
 }
 
 // seams are what tests replace; Open uses the real ones.
@@ -104,6 +110,7 @@ type Node struct {
 	state   State
 
 	loadMon *LoadMonitor
+	entries *entryCap
 
 	runMu   sync.Mutex
 	running bool
@@ -187,6 +194,7 @@ func open(p *Provider, cfg Config, sm seams) (*Node, error) {
 		id:       id,
 		furlPth:  filepath.Join(cfg.BaseDir, FurlFile),
 		dial:     sm.dial,
+		entries:  newEntryCap(cfg.MaxEntries),
 		targetCh: make(chan struct{}, 1),
 		reloadCh: make(chan struct{}, 1),
 	}
