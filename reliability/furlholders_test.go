@@ -74,13 +74,13 @@ func waitRounds(t *testing.T, e *preauthEnv, n int64) {
 func TestFurlHolderLongNicknames(t *testing.T) {
 	e := startFurlEnv(t)
 	check := e.everyRound(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	// 150 × 900 KiB: 130 MiB if each were pinned.
 	r, err := furlHolder.Flood(ctx, t, e.g.furl, 150, strings.Repeat("n", 900<<10), fakenode.AnswerWith(fakenode.SnapshotOf(2)), true)
 	defer r.Close()
 	if err != nil || r.Accepted != 150 {
-		t.Fatalf("accepted %d of 150: %v", r.Accepted, err)
+		t.Fatalf("accepted %d of 150: %v (first refusal: %v)", r.Accepted, err, r.FirstRefusal)
 	}
 	p := fakenode.New(t, fakenode.AnswerWith(fakenode.SnapshotOf(2)))
 	if conn, err := furlHolder.Provide(ctx, e.g.furl, p, strings.Repeat("n", 8<<20)); err == nil {
@@ -105,13 +105,13 @@ func TestFurlHolderLongNicknames(t *testing.T) {
 func TestFurlHolderHostileErrorText(t *testing.T) {
 	e := startFurlEnv(t)
 	check := e.everyRound(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	msg := "\x1b[2J\x1b[31mNICKNAME  TUBID\nforged  row\r" + strings.Repeat("\x1b[1mx", 100<<10)
 	r, err := furlHolder.Flood(ctx, t, e.g.furl, 20, "evil", fakenode.Fail(msg), true)
 	defer r.Close()
 	if err != nil || r.Accepted != 20 {
-		t.Fatalf("accepted %d of 20: %v", r.Accepted, err)
+		t.Fatalf("accepted %d of 20: %v (first refusal: %v)", r.Accepted, err, r.FirstRefusal)
 	}
 	waitRounds(t, e, 3)
 	check()
@@ -159,7 +159,7 @@ func TestFurlHolderHostileErrorText(t *testing.T) {
 func TestFurlHolderManyIdentities(t *testing.T) {
 	e := startFurlEnv(t, "--max-nodes", "200")
 	check := e.everyRound(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	// 400 that provide once and leave: they replace one another.
 	r, err := furlHolder.Flood(ctx, t, e.g.furl, 400, "once", fakenode.AnswerWith(fakenode.SnapshotOf(2)), false)
@@ -208,7 +208,7 @@ func TestFurlHolderManyIdentities(t *testing.T) {
 func TestFurlHolderManyEntries(t *testing.T) {
 	e := startFurlEnv(t)
 	check := e.everyRound(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	r, err := furlHolder.Flood(ctx, t, e.g.furl, 100, "wide", fakenode.AnswerWith(fakenode.SnapshotOf(1000)), true)
 	defer r.Close()
@@ -257,7 +257,7 @@ func TestFurlHolderBigReplies(t *testing.T) {
 	// to build and encrypt per round, slowly under the race detector.
 	e := startFurlEnv(t, "--interval", "3s")
 	check := e.everyRound(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	huge, err := furlHolder.Flood(ctx, t, e.g.furl, 10, "huge", attack.BigReply(8<<20-64<<10, 250), true)
 	defer huge.Close()
@@ -312,7 +312,7 @@ func TestFurlHolderFieldNameCollision(t *testing.T) {
 	answer := func(v int64) fakenode.Answer {
 		return fakenode.AnswerWith(stats.Snapshot{Stats: stats.SetOf(stats.Map{"storage_server.allocated": stats.Int(v)})})
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	victim := fakenode.New(t, answer(1))
 	victim.ID = victimID

@@ -51,6 +51,8 @@ func (e *RefusedError) Unwrap() error { return e.Err }
 // Identities is the outcome of Flood.
 type Identities struct {
 	Accepted, Refused int
+	// FirstRefusal is why the first refused provide was refused.
+	FirstRefusal error
 	// Conns are the accepted ones still connected (Flood with stay).
 	Conns []*tub.Conn
 	// Providers are the accepted ones, in order.
@@ -86,6 +88,9 @@ func (d Dialer) Flood(ctx context.Context, t testing.TB, furl tub.Furl, n int, n
 			}
 		case errors.As(err, &refused):
 			r.Refused++
+			if r.FirstRefusal == nil {
+				r.FirstRefusal = err
+			}
 		default:
 			return r, fmt.Errorf("identity %d: %w", i, err)
 		}
