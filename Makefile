@@ -21,10 +21,11 @@ build:
 deps:
 	@scripts/ensure-deps.sh
 
-# The whole suite, race detector on. Installs the Debian tools tests need.
+# The whole suite, race detector on, never from the test cache (a second
+# make test-loaded must run the tests again). Installs the Debian tools tests need.
 test: deps
 	$(GO) vet ./...
-	$(GO) test -race -timeout 45m ./...
+	$(GO) test -race -count=1 -timeout 45m ./...
 
 # The same suite with one core kept busy by a bounded loop of its own:
 # the tests assert outcomes, not speed, so they hold on a loaded machine.
