@@ -90,6 +90,9 @@ type ForgetCmd struct {
 }
 
 func (c *ForgetCmd) Run(cli *CLI) error {
+	// The munin field name depends on the other nodes (a colliding name is
+	// lengthened), so it is worked out from the file as it was.
+	before, _ := statsfile.Load(filepath.Join(cli.Basedir, gatherer.StatsFile))
 	n, live, err := gatherer.ForgetNode(cli.Basedir, c.Node)
 	if err != nil {
 		return err
@@ -98,11 +101,25 @@ func (c *ForgetCmd) Run(cli *CLI) error {
 	if !live {
 		where = "from " + filepath.Join(cli.Basedir, gatherer.StatsFile) + " (the gatherer is not running)"
 	}
-	field := muninplugin.FieldName(n.Nickname, n.TubID)
+	field := muninFieldName(before, n)
 	fmt.Printf("forgot node %q (%s): removed %s.\n", n.Nickname, n.TubID, where)
 	fmt.Printf("munin keeps its history as the field %s; to delete that too, on the munin master:\n", field)
 	fmt.Printf("  rm /var/lib/munin/*/*-tahoe_*-%s-[gd].rrd\n", field)
 	return nil
+}
+
+// muninFieldName is n's field name among the nodes of f, or its plain
+// FieldName when f is not there or lacks n.
+func muninFieldName(f *statsfile.File, n statsfile.Node) string {
+	if f != nil {
+		names := muninplugin.FieldNames(f)
+		for i := range f.Nodes {
+			if f.Nodes[i].TubID == n.TubID {
+				return names[i]
+			}
+		}
+	}
+	return muninplugin.FieldName(n.Nickname, n.TubID)
 }
 
 // RotateFurlCmd replaces the swiss number.
