@@ -92,7 +92,14 @@ func TestHostileErrorTextCleanedEverywhere(t *testing.T) {
 }
 
 func TestLongNicknamesNotPinned(t *testing.T) {
-	d, _ := startDaemon(t, Config{Interval: time.Hour})
+	d, logs := startDaemon(t, Config{Interval: time.Hour})
+	// A provide was once cut ("connection closed") with one core busy;
+	// the gatherer's log says which limit, if any, closed it.
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("gatherer log:\n%s", logs.String())
+		}
+	})
 	heap := func() uint64 {
 		runtime.GC()
 		var m runtime.MemStats
