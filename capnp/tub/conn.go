@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"strings"
@@ -68,6 +69,10 @@ type codec struct {
 	// limit, when set, replaces dec.MaxMessageSize from the next message on
 	// (a listener raises it once the peer has fetched an object).
 	limit atomic.Uint64
+	// in is what dec reads: Decode waits for a message's first byte
+	// before it reads limit, since the reader is already waiting for the
+	// message after a fetch while the fetch is being served.
+	in firstByteReader
 
 	// held is a framed Finish message that waits to go out with the next
 	// message (see outgoingMessage.Send), or alone once it has waited
@@ -83,9 +88,26 @@ type codec struct {
 }
 
 func newCodec(nc net.Conn, maxSize uint64) *codec {
-	dec := capnp.NewDecoder(nc)
-	dec.MaxMessageSize = maxSize
-	return &codec{nc: nc, dec: dec, holdFor: heldFinishDelay}
+	c := &codec{nc: nc, holdFor: heldFinishDelay}
+	c.in.nc = nc
+	c.dec = capnp.NewDecoder(&c.in)
+	c.dec.MaxMessageSize = maxSize
+	return c
+}
+
+// firstByteReader gives back the byte Decode read to wait for a message.
+type firstByteReader struct {
+	nc      net.Conn
+	pending byte
+	has     bool
+}
+
+func (r *firstByteReader) Read(p []byte) (int, error) {
+	if r.has && len(p) > 0 {
+		p[0], r.has = r.pending, false
+		return 1, nil
+	}
+	return r.nc.Read(p)
 }
 
 // heldFinishDelay is how long a held Finish waits for the next message
@@ -170,6 +192,14 @@ func (c *codec) flushHeld() {
 }
 
 func (c *codec) Decode() (*capnp.Message, error) {
+	if !c.in.has {
+		var b [1]byte
+		if _, err := io.ReadFull(c.nc, b[:]); err != nil {
+			c.readErr.CompareAndSwap(nil, &err)
+			return nil, err
+		}
+		c.in.pending, c.in.has = b[0], true
+	}
 	if n := c.limit.Load(); n != 0 {
 		c.dec.MaxMessageSize = n
 	}
