@@ -5,11 +5,13 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -17,6 +19,7 @@ import (
 
 	"capnproto.org/go/capnp/v3"
 	"capnproto.org/go/capnp/v3/rpc"
+	"golang.org/x/sync/semaphore"
 )
 
 // rpcLogger passes go-capnp's messages to slog one level down, and the
@@ -64,15 +67,32 @@ func (r rpcLogger) level(msg string, otherwise slog.Level) slog.Level {
 type codec struct {
 	readErr atomic.Pointer[error]
 
-	nc  net.Conn
-	dec *capnp.Decoder
-	// limit, when set, replaces dec.MaxMessageSize from the next message on
-	// (a listener raises it once the peer has fetched an object).
-	limit atomic.Uint64
-	// in is what dec reads: Decode waits for a message's first byte
-	// before it reads limit, since the reader is already waiting for the
-	// message after a fetch while the fetch is being served.
-	in firstByteReader
+	nc net.Conn
+	// maxSize bounds an incoming message. limit, when set, replaces it
+	// from the next message on (a listener raises it once the peer has
+	// fetched an object): Decode waits for a message's first byte before
+	// it reads limit, since the reader is already waiting for the message
+	// after a fetch while the fetch is being served.
+	maxSize uint64
+	limit   atomic.Uint64
+	// ahead is the part of a message's frame header read so far: in word
+	// for a message of one segment, in long for more.
+	ahead []byte
+	word  [8]byte
+	long  []byte
+
+	// budget, on a listener's connection, is shared with all its other
+	// connections: Decode takes a message's size from it before the body
+	// is read (waiting, if it is spent, until readCtx ends), and the
+	// transport gives it back when the message is released.
+	budget  *byteBudget
+	share   *semaphore.Weighted // the source address's part of budget
+	readCtx context.Context
+	// taken is what the message Decode returned last took from budget.
+	taken int64
+	// messageTimeout bounds the time from a message's first byte to its
+	// last, with budget set, less any wait for the budget.
+	messageTimeout time.Duration
 
 	// held is a framed Finish message that waits to go out with the next
 	// message (see outgoingMessage.Send), or alone once it has waited
@@ -88,26 +108,130 @@ type codec struct {
 }
 
 func newCodec(nc net.Conn, maxSize uint64) *codec {
-	c := &codec{nc: nc, holdFor: heldFinishDelay}
-	c.in.nc = nc
-	c.dec = capnp.NewDecoder(&c.in)
-	c.dec.MaxMessageSize = maxSize
-	return c
+	return &codec{nc: nc, maxSize: maxSize, holdFor: heldFinishDelay}
 }
 
-// firstByteReader gives back the byte Decode read to wait for a message.
-type firstByteReader struct {
-	nc      net.Conn
-	pending byte
-	has     bool
-}
+// Errors that end a connection on what its peer sent.
+var (
+	// errMessageTooLarge: a frame header announced more than the limit.
+	errMessageTooLarge = errors.New("message too large")
+	// errMessageTimeout: the peer began a message and did not finish it
+	// within the message timeout.
+	errMessageTimeout = errors.New("peer took too long to send a message")
+)
 
-func (r *firstByteReader) Read(p []byte) (int, error) {
-	if r.has && len(p) > 0 {
-		p[0], r.has = r.pending, false
-		return 1, nil
+// maxFrameSegmentID is the highest segment ID a frame may have, as in
+// go-capnp's own decoder.
+const maxFrameSegmentID = 512
+
+// readAhead reads until n bytes of the frame header are in ahead.
+func (c *codec) readAhead(n int) error {
+	have := len(c.ahead)
+	if have >= n {
+		return nil
 	}
-	return r.nc.Read(p)
+	if cap(c.ahead) < n {
+		if cap(c.long) < n {
+			c.long = make([]byte, n)
+		}
+		c.ahead = c.long[:copy(c.long[:n], c.ahead)]
+	}
+	m, err := io.ReadFull(c.nc, c.ahead[have:n])
+	c.ahead = c.ahead[:have+m]
+	return err
+}
+
+// readHeader reads the rest of a message's frame header and returns the
+// size of the whole message it announces.
+func (c *codec) readHeader(limit uint64) (uint64, error) {
+	if err := c.readAhead(8); err != nil {
+		return 0, err
+	}
+	maxID := uint64(binary.LittleEndian.Uint32(c.ahead))
+	if maxID > maxFrameSegmentID {
+		return 0, fmt.Errorf("frame of %d segments: %w", maxID+1, errMessageTooLarge)
+	}
+	segs := maxID + 1
+	size := (4*(segs+1) + 7) &^ 7 // the header, padded to a word
+	if err := c.readAhead(int(size)); err != nil {
+		return 0, err
+	}
+	for i := range segs {
+		size += 8 * uint64(binary.LittleEndian.Uint32(c.ahead[4+4*i:]))
+	}
+	if size > limit {
+		return 0, fmt.Errorf("%d bytes, limit is %d: %w", size, limit, errMessageTooLarge)
+	}
+	return size, nil
+}
+
+// Decode reads one message. It frames messages itself, rather than with
+// capnp.Decoder, to know a message's size (and on a listener take it from
+// the budget) before its body is read, and so that a released message's
+// buffer goes to the garbage collector: go-capnp's decoder puts it in a
+// buffer pool, where released buffers would hold as much again as the
+// budget allows.
+func (c *codec) Decode() (*capnp.Message, error) {
+	if len(c.ahead) == 0 {
+		c.ahead = c.word[:1]
+		if _, err := io.ReadFull(c.nc, c.ahead); err != nil {
+			c.ahead = nil
+			return nil, c.fail(err)
+		}
+	}
+	if n := c.limit.Load(); n != 0 {
+		c.maxSize = n
+	}
+	if c.budget != nil {
+		c.nc.SetReadDeadline(time.Now().Add(c.messageTimeout))
+	}
+	size, err := c.readHeader(c.maxSize)
+	if err != nil {
+		return nil, c.fail(err)
+	}
+	if c.budget != nil {
+		if !c.budget.take(c.readCtx, c.share, int64(size), func() {
+			c.nc.SetReadDeadline(time.Now().Add(c.messageTimeout))
+		}) {
+			return nil, c.fail(net.ErrClosed)
+		}
+		c.taken = int64(size)
+	}
+	buf := make([]byte, size)
+	n := copy(buf, c.ahead)
+	c.ahead = nil
+	_, err = io.ReadFull(c.nc, buf[n:])
+	if c.budget != nil {
+		c.nc.SetReadDeadline(time.Time{})
+	}
+	if err != nil {
+		return nil, c.fail(err)
+	}
+	m, err := capnp.Unmarshal(buf)
+	if err != nil {
+		return nil, c.fail(err)
+	}
+	m.TraverseLimit = c.maxSize * 2
+	return m, nil
+}
+
+// fail records why reading stopped, and gives back what the message took
+// from the budget.
+func (c *codec) fail(err error) error {
+	c.budget.give(c.share, c.takeTaken())
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		err = errMessageTimeout
+	}
+	c.readErr.CompareAndSwap(nil, &err)
+	return err
+}
+
+// takeTaken hands over what the message Decode returned last took from the
+// budget; the transport's reader calls it right after Decode.
+func (c *codec) takeTaken() int64 {
+	n := c.taken
+	c.taken = 0
+	return n
 }
 
 // heldFinishDelay is how long a held Finish waits for the next message
@@ -189,27 +313,6 @@ func (c *codec) flushHeld() {
 		// so that its reader stops and the RPC connection closes.
 		c.nc.Close()
 	}
-}
-
-func (c *codec) Decode() (*capnp.Message, error) {
-	if !c.in.has {
-		var b [1]byte
-		if _, err := io.ReadFull(c.nc, b[:]); err != nil {
-			c.readErr.CompareAndSwap(nil, &err)
-			return nil, err
-		}
-		c.in.pending, c.in.has = b[0], true
-	}
-	if n := c.limit.Load(); n != 0 {
-		c.dec.MaxMessageSize = n
-	}
-	m, err := c.dec.Decode()
-	if err != nil {
-		c.readErr.CompareAndSwap(nil, &err)
-		return nil, err
-	}
-	m.TraverseLimit = c.dec.MaxMessageSize * 2
-	return m, nil
 }
 
 // Close is called by the RPC connection once, as it ends, whichever side

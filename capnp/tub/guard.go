@@ -2,7 +2,6 @@ package tub
 
 import (
 	"errors"
-	"strings"
 	"sync/atomic"
 
 	"capnproto.org/go/capnp/v3/rpc/transport"
@@ -20,7 +19,7 @@ var (
 // the guard ended. The listener has counted it and warned, rate-limited;
 // go-capnp would warn once per connection, as often as an attacker likes.
 var guardEnded = []string{
-	errTooManyCalls.Error(), errTooMuchHeld.Error(), errSendBacklog.Error(), "message too large",
+	errTooManyCalls.Error(), errTooMuchHeld.Error(), errSendBacklog.Error(), errMessageTimeout.Error(), errMessageTooLarge.Error(),
 }
 
 // guardTransport bounds what one peer can make this side hold: calls it has
@@ -32,6 +31,7 @@ var guardEnded = []string{
 // connection; queuing would only move the memory elsewhere.
 type guardTransport struct {
 	transport.Transport
+	cd       *codec // the codec under Transport, whose messages take from its budget
 	maxCalls int
 	maxHeld  int64
 	maxOut   int64
@@ -52,9 +52,14 @@ func (g *guardTransport) fail(reason string, err error) error {
 
 func (g *guardTransport) RecvMessage() (transport.IncomingMessage, error) {
 	in, err := g.Transport.RecvMessage()
+	taken := g.cd.takeTaken()
 	if err != nil {
-		if strings.Contains(err.Error(), "message too large") {
+		g.cd.budget.give(g.cd.share, taken)
+		switch {
+		case errors.Is(err, errMessageTooLarge):
 			g.fail(ReasonMessageSize, err)
+		case errors.Is(err, errMessageTimeout):
+			g.fail(ReasonMessageTimeout, err)
 		}
 		return in, err
 	}
@@ -63,6 +68,7 @@ func (g *guardTransport) RecvMessage() (transport.IncomingMessage, error) {
 	case rpccp.Message_Which_call, rpccp.Message_Which_bootstrap:
 		if g.calls.Add(1) > int64(g.maxCalls) {
 			in.Release()
+			g.cd.budget.give(g.cd.share, taken)
 			return nil, g.fail(ReasonCallsInFlight, errTooManyCalls)
 		}
 	}
@@ -70,9 +76,10 @@ func (g *guardTransport) RecvMessage() (transport.IncomingMessage, error) {
 	if g.held.Add(int64(size)) > g.maxHeld {
 		g.held.Add(-int64(size))
 		in.Release()
+		g.cd.budget.give(g.cd.share, taken)
 		return nil, g.fail(ReasonHeldBytes, errTooMuchHeld)
 	}
-	return &guardedIn{IncomingMessage: in, g: g, size: int64(size)}, nil
+	return &guardedIn{IncomingMessage: in, g: g, size: int64(size), taken: taken}, nil
 }
 
 // NewMessage never refuses for the backlog: go-capnp does not expect a
@@ -91,17 +98,22 @@ func (g *guardTransport) NewMessage() (transport.OutgoingMessage, error) {
 	return &guardedOut{OutgoingMessage: m, g: g}, nil
 }
 
-// guardedIn gives its bytes back to the connection's budget on Release.
+// guardedIn gives its bytes back to the connection's count and the
+// listener's budget on Release.
 type guardedIn struct {
 	transport.IncomingMessage
 	g        *guardTransport
 	size     int64
+	taken    int64 // from the listener's budget
 	released atomic.Bool
 }
 
 func (m *guardedIn) Release() {
 	if m.released.CompareAndSwap(false, true) {
 		m.g.held.Add(-m.size)
+		m.IncomingMessage.Release()
+		m.g.cd.budget.give(m.g.cd.share, m.taken)
+		return
 	}
 	m.IncomingMessage.Release()
 }

@@ -7,6 +7,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"golang.org/x/sync/semaphore"
 )
 
 // Reasons a listener refuses or drops a connection: the reason label of
@@ -25,13 +27,14 @@ const (
 	ReasonHeldBytes        = "held_bytes"         // MaxHeldBytes exceeded
 	ReasonSendBacklog      = "send_backlog"       // peer stopped reading what it is sent
 	ReasonMessageSize      = "message_size"       // a message over MaxMessageSize (PreAuthMessageSize before a fetch)
+	ReasonMessageTimeout   = "message_timeout"    // a message begun and not finished within MessageTimeout
 )
 
 // reasons is every reason, in the order Metrics.Refusals lists them.
 var reasons = [...]string{
 	ReasonMaxConns, ReasonDescriptors, ReasonMaxConnsPerAddr, ReasonPendingDropped,
 	ReasonHandshakeTimeout, ReasonHandshakeFailed, ReasonFetchTimeout, ReasonUnknownSwissnum,
-	ReasonCallsInFlight, ReasonHeldBytes, ReasonSendBacklog, ReasonMessageSize,
+	ReasonCallsInFlight, ReasonHeldBytes, ReasonSendBacklog, ReasonMessageSize, ReasonMessageTimeout,
 }
 
 func reasonIndex(r string) int {
@@ -56,7 +59,17 @@ type Metrics struct {
 	MaxConns int64
 	// UnknownSwissnums counts fetches that named no object.
 	UnknownSwissnums int64
-	refused          [len(reasons)]int64
+	// BufferedBytes is what incoming messages hold of MaxBufferedBytes now,
+	// over all connections.
+	BufferedBytes int64
+	// MaxBufferedBytes is the bound in force (Options.MaxBufferedBytes).
+	MaxBufferedBytes int64
+	// BufferWaits counts messages whose connection stopped being read
+	// until there was room for them under MaxBufferedBytes, and
+	// BufferWaitTime is the time they waited in total.
+	BufferWaits    int64
+	BufferWaitTime time.Duration
+	refused        [len(reasons)]int64
 }
 
 // Refusal is how many connections were refused or dropped for one reason.
@@ -87,6 +100,10 @@ func (l *Listener) Metrics() Metrics {
 	}
 	l.gate.mu.Unlock()
 	m.UnknownSwissnums = l.guesses.Load()
+	m.BufferedBytes = l.budget.used.Load()
+	m.MaxBufferedBytes = l.budget.max
+	m.BufferWaits = l.budget.waits.Load()
+	m.BufferWaitTime = time.Duration(l.budget.waited.Load())
 	for i := range reasons {
 		m.refused[i] = l.refused[i].Load()
 	}
@@ -131,7 +148,8 @@ type gate struct {
 type addrState struct {
 	pending    list.List // of *pending, oldest first
 	handshakes int
-	conns      int // pending and established
+	conns      int                 // pending and established
+	share      *semaphore.Weighted // of the listener's byteBudget, made by the first connection to need it
 }
 
 // pending is an accepted connection before the end of its handshake.
@@ -301,6 +319,21 @@ func (g *gate) done(p *pending, ok bool) bool {
 	}
 	g.startWaiting()
 	return true
+}
+
+// addrShare returns the part of b that addr's connections share. The
+// caller's connection from addr is counted, so its state is there.
+func (g *gate) addrShare(addr netip.Addr, b *byteBudget) *semaphore.Weighted {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	a := g.addrs[addr]
+	if a == nil { // closed meanwhile: nothing it reads will matter
+		return b.newAddrShare()
+	}
+	if a.share == nil {
+		a.share = b.newAddrShare()
+	}
+	return a.share
 }
 
 // closeConn gives back an established connection's place.

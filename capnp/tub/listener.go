@@ -86,6 +86,7 @@ type Listener struct {
 	tlsConf     *tls.Config
 	boot        tubrpc.Tub // one restorer for every connection
 	gate        *gate
+	budget      *byteBudget
 	wg          sync.WaitGroup
 	guesses     atomic.Int64
 	lastWarn    atomic.Int64
@@ -111,6 +112,7 @@ func Listen(addr string, id *Identity, opts Options) (*Listener, error) {
 		exported: make(map[[32]byte]export),
 		conns:    make(map[*rpc.Conn]struct{}),
 		gate:     newGate(opts, softFileLimit()),
+		budget:   newByteBudget(opts.maxBufferedBytes(), opts.maxBufferedBytesPerAddr()),
 	}
 	l.tlsConf = l.serverTLS()
 	l.boot = tubrpc.Tub_ServerToClient(&restorer{l: l})
@@ -273,6 +275,9 @@ func (l *Listener) serve(p *pending) {
 		l.wg.Done()
 		return
 	}
+	// Whoever closes the connection ends its reader's wait for the budget.
+	readCtx, stopReading := context.WithCancel(context.Background())
+	raw = &closeNotifier{Conn: raw, closed: stopReading}
 	tc := tls.Server(raw, l.tlsConf)
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	err := tc.HandshakeContext(ctx)
@@ -301,6 +306,9 @@ func (l *Listener) serve(p *pending) {
 		raw:        raw,
 		codec:      newCodec(tc, l.opts.preAuthMessageSize()),
 	}
+	peer.codec.budget, peer.codec.readCtx = l.budget, readCtx
+	peer.codec.share = l.gate.addrShare(p.addr, l.budget)
+	peer.codec.messageTimeout = l.opts.messageTimeout()
 	peer.ctx, peer.cancel = context.WithCancel(context.Background())
 	peerCtx := context.WithValue(context.Background(), peerKey{}, peer)
 	// A peer that has not fetched an object by now is not a node.
@@ -336,6 +344,7 @@ func (l *Listener) serve(p *pending) {
 	maxCalls := l.opts.maxCallsInFlight()
 	tr := &guardTransport{
 		Transport: newTransport(peer.codec),
+		cd:        peer.codec,
 		maxCalls:  maxCalls,
 		maxHeld:   int64(l.opts.maxHeldBytes()),
 		maxOut:    int64(16 * maxCalls),
@@ -352,6 +361,18 @@ func (l *Listener) serve(p *pending) {
 	l.conns[conn] = struct{}{}
 	l.mu.Unlock()
 	log.Debug("connection", "peer", peer.TubID, "remote", peer.RemoteAddr.String())
+}
+
+// closeNotifier is a connection that says when it is closed, whoever
+// closes it.
+type closeNotifier struct {
+	net.Conn
+	closed context.CancelFunc
+}
+
+func (c *closeNotifier) Close() error {
+	c.closed()
+	return c.Conn.Close()
 }
 
 // restorer is the bootstrap object of every connection; the peer calling

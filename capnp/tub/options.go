@@ -76,6 +76,25 @@ type Options struct {
 	// holds at once (calls being served, replies not yet consumed). A peer
 	// that exceeds it is disconnected. Default 2 × MaxMessageSize.
 	MaxHeldBytes uint64
+	// MaxBufferedBytes bounds the bytes of incoming messages that all of a
+	// listener's connections hold at once, since the per-connection bounds
+	// add up over many connections. A message takes its size from it when
+	// its frame header has arrived, before its body is read; while there is
+	// no room, that connection is not read, and TCP holds its peer back.
+	// Messages are served in the order their headers arrived. Default
+	// 32 MiB, and never less than MaxMessageSize.
+	MaxBufferedBytes uint64
+	// MaxBufferedBytesPerAddr is the part of MaxBufferedBytes that the
+	// connections from one source address may hold, so that one host
+	// cannot keep nodes elsewhere waiting. Default a quarter of
+	// MaxBufferedBytes, and never less than MaxMessageSize.
+	MaxBufferedBytesPerAddr uint64
+	// MessageTimeout: a message whose first byte has arrived must have
+	// arrived whole this long after, not counting a wait for
+	// MaxBufferedBytes, or the connection is closed. A peer that announces
+	// a large message and trickles its body would hold its size of the
+	// budget meanwhile. Default 20s (1 MiB at 50 KB/s).
+	MessageTimeout time.Duration
 }
 
 // DefaultMaxMessageSize is large enough for a reply of 10,000 entries with
@@ -124,6 +143,13 @@ func (o Options) preAuthMessageSize() uint64 {
 	return min(orDefault(o.PreAuthMessageSize, 4<<10), o.maxMessageSize())
 }
 func (o Options) maxCallsInFlight() int { return orDefault(o.MaxCallsInFlight, 256) }
+func (o Options) maxBufferedBytes() uint64 {
+	return max(orDefault(o.MaxBufferedBytes, 32<<20), o.maxMessageSize())
+}
+func (o Options) maxBufferedBytesPerAddr() uint64 {
+	return max(orDefault(o.MaxBufferedBytesPerAddr, o.maxBufferedBytes()/4), o.maxMessageSize())
+}
+func (o Options) messageTimeout() time.Duration { return orDefault(o.MessageTimeout, 20*time.Second) }
 func (o Options) maxHeldBytes() uint64 {
 	return max(orDefault(o.MaxHeldBytes, 2*o.maxMessageSize()), o.maxMessageSize())
 }

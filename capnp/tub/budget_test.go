@@ -1,0 +1,261 @@
+package tub
+
+import (
+	"context"
+	"encoding/binary"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"capnproto.org/go/capnp/v3"
+	"capnproto.org/go/capnp/v3/rpc"
+
+	"capstats/capnp/statsrpc"
+)
+
+// replier is a node connected to a listener that answers getStats with
+// bigReplier's reply, and the listener's side of its connection.
+type replier struct {
+	conn *Conn
+	prov statsrpc.Provider // the node's provider, as the listener calls it
+}
+
+// connectRepliers connects n nodes from src that each answer getStats with
+// a reply of entries names.
+func connectRepliers(t *testing.T, l *Listener, f Furl, src string, n, entries int) []replier {
+	t.Helper()
+	out := make([]replier, 0, n)
+	for range n {
+		before := serverConns(l)
+		conn, err := Dial(ctxT(t), f, newID(t), capnp.Client(statsrpc.Provider_ServerToClient(bigReplier{n: entries})), Options{LocalAddr: src})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { conn.Close() })
+		var server *rpc.Conn
+		waitUntil(t, "the server side of a new connection", 10*time.Second, func() bool {
+			for c := range serverConns(l) {
+				if _, old := before[c]; !old {
+					server = c
+				}
+			}
+			return server != nil
+		})
+		prov := statsrpc.Provider(server.Bootstrap(ctxT(t)))
+		t.Cleanup(prov.Release)
+		// Its answer is held as long as prov: let it arrive first.
+		if err := ping(ctxT(t), capnp.Client(prov)); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, replier{conn: conn, prov: prov})
+	}
+	return out
+}
+
+func serverConns(l *Listener) map[*rpc.Conn]struct{} {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	m := make(map[*rpc.Conn]struct{}, len(l.conns))
+	for c := range l.conns {
+		m[c] = struct{}{}
+	}
+	return m
+}
+
+// poll calls getStats on every replier at once and holds the replies as
+// they arrive. It returns how many have arrived (read it with
+// arrived.Load) and a function that releases those that have arrived so
+// far; the test's end releases the rest.
+func poll(t *testing.T, rs []replier) (arrived *atomic.Int64, releaseArrived func()) {
+	t.Helper()
+	arrived = new(atomic.Int64)
+	var mu sync.Mutex
+	var held []capnp.ReleaseFunc
+	// A release waits for its answer: cancel the calls still waiting
+	// first, or they would wait for room that the replies held keep.
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	rels := make([]capnp.ReleaseFunc, 0, len(rs))
+	t.Cleanup(func() {
+		cancel()
+		for _, rel := range rels {
+			rel()
+		}
+	})
+	for _, r := range rs {
+		fut, rel := r.prov.GetStats(ctx, nil)
+		rels = append(rels, rel)
+		go func() {
+			if _, err := fut.Struct(); err == nil {
+				mu.Lock()
+				held = append(held, rel)
+				mu.Unlock()
+				arrived.Add(1)
+			}
+		}()
+	}
+	return arrived, func() {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, rel := range held {
+			rel()
+		}
+		held = nil
+	}
+}
+
+// replySize is what one of bigReplier's replies takes of the buffer
+// budget, and what the listener's connections hold without it (the
+// bootstrap answers they keep), measured on an idle listener.
+func replySize(t *testing.T, l *Listener, r replier) (size, idle int64) {
+	t.Helper()
+	idle = l.Metrics().BufferedBytes
+	arrived, release := poll(t, []replier{r})
+	waitUntil(t, "a reply to be held", 10*time.Second, func() bool {
+		size = l.Metrics().BufferedBytes - idle
+		return arrived.Load() == 1
+	})
+	release()
+	waitUntil(t, "the reply to be released", 10*time.Second, func() bool { return l.Metrics().BufferedBytes == idle })
+	return size, idle
+}
+
+// Replies that many connections hold at once stay within MaxBufferedBytes:
+// the connections beyond it are not read until replies are released, and
+// none is closed for it. Before, each connection was bounded alone, and
+// 100 furl holders replying just under the message limit at once held
+// 100 MiB.
+func TestBufferedBytesBoundedAcrossConnections(t *testing.T) {
+	const budget = 1 << 20
+	l, _, f := listen(t, Options{MaxMessageSize: 256 << 10, MaxHeldBytes: 1 << 20, MaxBufferedBytes: budget, MaxBufferedBytesPerAddr: budget})
+	rs := connectRepliers(t, l, f, "127.0.0.1", 12, 4000)
+	size, idle := replySize(t, l, rs[0])
+	fits := (budget - idle) / size
+	if fits >= 12 || fits < 2 {
+		t.Fatalf("a reply takes %d bytes: %d fit in the budget, want a test where some but not all 12 do", size, fits)
+	}
+
+	arrived, release := poll(t, rs)
+	waitUntil(t, "the budget to fill", 20*time.Second, func() bool {
+		return arrived.Load() == fits && l.Metrics().BufferWaits > 0
+	})
+	// Give the others time to arrive if nothing held them back.
+	time.Sleep(300 * time.Millisecond)
+	m := l.Metrics()
+	if got := arrived.Load(); got != fits {
+		t.Errorf("%d replies of %d bytes arrived and are held, want %d within a budget of %d", got, size, fits, budget)
+	}
+	if m.BufferedBytes > budget || m.MaxBufferedBytes != budget {
+		t.Errorf("buffered %d bytes of %d, bound %d", m.BufferedBytes, m.MaxBufferedBytes, budget)
+	}
+	release()
+	waitUntil(t, "every reply once the first are released", 20*time.Second, func() bool {
+		release() // those that arrive meanwhile
+		return arrived.Load() == 12
+	})
+	release()
+	waitUntil(t, "the budget to be given back", 10*time.Second, func() bool { return l.Metrics().BufferedBytes == idle })
+	for i, r := range rs {
+		select {
+		case <-r.conn.Done():
+			t.Errorf("connection %d was closed: the budget holds peers back, it does not disconnect them", i)
+		default:
+		}
+	}
+	if m := l.Metrics(); m.BufferWaitTime <= 0 {
+		t.Errorf("%d waits took %v in total", m.BufferWaits, m.BufferWaitTime)
+	}
+}
+
+// One source address holds at most MaxBufferedBytesPerAddr: while its
+// connections' replies fill its share, a node at another address is still
+// read.
+func TestBufferedBytesSharedByAddress(t *testing.T) {
+	l, _, f := listen(t, Options{MaxMessageSize: 256 << 10, MaxHeldBytes: 1 << 20, MaxBufferedBytes: 4 << 20, MaxBufferedBytesPerAddr: 512 << 10})
+	crowd := connectRepliers(t, l, f, "127.0.0.2", 8, 4000)
+	other := connectRepliers(t, l, f, "127.0.0.3", 1, 4000)
+	size, idle := replySize(t, l, other[0])
+	fits := (512<<10 - idle*8/9) / size // 127.0.0.2's part of what is held idle
+
+	arrived, release := poll(t, crowd)
+	defer release()
+	waitUntil(t, "127.0.0.2's share to fill", 20*time.Second, func() bool { return arrived.Load() == fits && l.Metrics().BufferWaits > 0 })
+	got, releaseOther := poll(t, other)
+	defer releaseOther()
+	waitUntil(t, "127.0.0.3's reply while 127.0.0.2's share is full", 20*time.Second, func() bool { return got.Load() == 1 })
+	if n := arrived.Load(); n != fits {
+		t.Errorf("127.0.0.2 holds %d replies of %d bytes, want %d within its share of 512 KiB", n, size, fits)
+	}
+}
+
+// A peer that sends a frame header and then trickles, or withholds, the
+// body is closed after MessageTimeout, and what its message took from the
+// budget is given back.
+func TestUnfinishedMessageTimesOut(t *testing.T) {
+	l, _, _ := listen(t, Options{MessageTimeout: 300 * time.Millisecond, FetchTimeout: time.Minute})
+	tc := tlsClient(t, l, "127.0.0.1")
+	var hdr [8]byte
+	binary.LittleEndian.PutUint32(hdr[4:], 256) // one segment of 2 KiB
+	if _, err := tc.Write(append(hdr[:], make([]byte, 100)...)); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "the message's size to be taken", 10*time.Second, func() bool { return l.Metrics().BufferedBytes == 8+2048 })
+	if !closedByServer(tc, 20*time.Second) {
+		t.Fatal("a peer that sent 100 bytes of a 2 KiB message is still connected")
+	}
+	if got := l.Metrics().Refused(ReasonMessageTimeout); got != 1 {
+		t.Errorf("message_timeout = %d, want 1", got)
+	}
+	waitUntil(t, "the budget to be given back", 10*time.Second, func() bool { return l.Metrics().BufferedBytes == 0 })
+}
+
+// A frame header that announces more than the limit ends the connection
+// before anything is taken or allocated for it.
+func TestOversizedFrameTakesNothing(t *testing.T) {
+	l, _, _ := listen(t, Options{FetchTimeout: time.Minute})
+	tc := tlsClient(t, l, "127.0.0.1")
+	var hdr [8]byte
+	binary.LittleEndian.PutUint32(hdr[4:], 1<<28) // 2 GiB
+	if _, err := tc.Write(hdr[:]); err != nil {
+		t.Fatal(err)
+	}
+	if !closedByServer(tc, 20*time.Second) {
+		t.Fatal("a peer that announced a 2 GiB message is still connected")
+	}
+	if got := l.Metrics().Refused(ReasonMessageSize); got != 1 {
+		t.Errorf("message_size = %d, want 1", got)
+	}
+	if b := l.Metrics().BufferedBytes; b != 0 {
+		t.Errorf("buffered %d bytes for a refused frame", b)
+	}
+}
+
+// Budget waits end when the connection does: a reader waiting for room
+// does not outlive its connection (the listener closes cleanly, and no
+// goroutine is left).
+func TestBudgetWaitEndsWithConnection(t *testing.T) {
+	base := runtime.NumGoroutine()
+	l, err := Listen("127.0.0.1:0", newID(t), Options{MaxMessageSize: 256 << 10, MaxHeldBytes: 1 << 20, MaxBufferedBytes: 256 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := l.Register(capnp.Client(statsrpc.Provider_ServerToClient(&pinger{})))
+	rs := connectRepliers(t, l, f, "127.0.0.1", 3, 4000)
+	arrived, release := poll(t, rs)
+	waitUntil(t, "one reply held and the others waiting", 20*time.Second, func() bool {
+		return arrived.Load() == 1 && l.Metrics().BufferWaits >= 2
+	})
+	done := make(chan struct{})
+	go func() { l.Close(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+		t.Fatal("Listener.Close did not return while readers waited for the budget")
+	}
+	release()
+	for _, r := range rs {
+		r.conn.Close()
+	}
+	waitGoroutines(t, base)
+}
