@@ -218,6 +218,10 @@ const (
 	MetricTubPending      = "capstats_tub_pending_handshakes"
 	MetricTubMaxConns     = "capstats_tub_max_connections"
 	MetricTubRefusals     = "capstats_tub_refusals"
+	MetricTubBuffered     = "capstats_tub_buffered_bytes"
+	MetricTubMaxBuffered  = "capstats_tub_max_buffered_bytes"
+	MetricTubBufferWaits  = "capstats_tub_buffer_waits"
+	MetricTubBufferWait   = "capstats_tub_buffer_wait_seconds"
 	MetricNodesRefused    = "capstats_gatherer_nodes_refused"
 	MetricNodesEvicted    = "capstats_gatherer_nodes_evicted"
 	MetricNodesForgotten  = "capstats_gatherer_nodes_forgotten"
@@ -339,6 +343,18 @@ func writeTubMetrics(e *openmetrics.Encoder, m tub.Metrics) {
 		for _, r := range m.Refusals() {
 			e.Sample(openmetrics.NewLabelSet(openmetrics.Label{Name: "reason", Value: r.Reason}), stats.Int(r.Count))
 		}
+	}
+	if e.Family(MetricTubBuffered, openmetrics.Gauge, "Bytes of messages from nodes that the gatherer holds now, over all connections.") {
+		e.Sample(none, stats.Int(m.BufferedBytes))
+	}
+	if e.Family(MetricTubMaxBuffered, openmetrics.Gauge, "The bound on those bytes: a connection is not read while its next message would pass it.") {
+		e.Sample(none, stats.Int(m.MaxBufferedBytes))
+	}
+	if e.Family(MetricTubBufferWaits, openmetrics.Counter, "Messages whose connection was not read until there was room for them under the bound on buffered bytes.") {
+		e.Sample(none, stats.Int(m.BufferWaits))
+	}
+	if e.Family(MetricTubBufferWait, openmetrics.Counter, "Time those messages waited, in total.") {
+		e.Sample(none, stats.Float(m.BufferWaitTime.Seconds()))
 	}
 }
 
