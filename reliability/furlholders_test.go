@@ -251,10 +251,9 @@ func TestFurlHolderManyEntries(t *testing.T) {
 // once, every round (peak 1.6 GB at the old 8 MiB limit). The gatherer now
 // refuses messages larger than a reply within its entry limits can be
 // (1 MiB): an 8 MiB reply closes the connection before it is read, and
-// replies just under 1 MiB arrive and are refused. Memory is bounded per
-// connection (1 MiB a message), not across them: 100 such repliers at
-// once peaked at 78-185 MiB under the race detector, so 40 are used here,
-// within the 150 MiB this suite allows (see RELIABILITY.md).
+// replies just under 1 MiB arrive and are refused. What all connections
+// hold at once is bounded too (tub.Options.MaxBufferedBytes): 100 such
+// repliers at once had peaked at 78-185 MiB under the race detector.
 func TestFurlHolderBigReplies(t *testing.T) {
 	// Rounds of 3s: the attacker, in this process, has 40 MiB of replies
 	// to build and encrypt per round, slowly under the race detector.
@@ -267,7 +266,7 @@ func TestFurlHolderBigReplies(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	const bigRepliers = 40
+	const bigRepliers = 100
 	big, err := furlHolder.Flood(ctx, t, e.g.furl, bigRepliers, "big", attack.BigReply(1<<20-96<<10, 300), true)
 	defer big.Close()
 	if err != nil || big.Accepted != bigRepliers {
@@ -298,6 +297,55 @@ func TestFurlHolderBigReplies(t *testing.T) {
 	t.Logf("gatherer peak RSS %d MiB", e.g.peakRSS(t)>>20)
 	e.boundedMemory(t)
 	e.g.stop(t)
+}
+
+// Attack 8, stalled: furl holders that send the frame header of a message
+// just under the limit, and all of it but the last byte. A reader that
+// allocates when the header arrives holds a message's size for each of
+// them for as long as they like; 160 of them held 150 MiB. Now a message
+// takes its size from the listener's budget before its body is read, one
+// address may take a quarter of it, connections waiting for room are not
+// read, and a message not finished within the message timeout (20 s)
+// closes its connection.
+func TestFurlHolderStalledMessages(t *testing.T) {
+	e := startFurlEnv(t)
+	check := e.everyRound(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 32*time.Second)
+	defer cancel()
+	const stallers = 160
+	h := furlHolder.StalledMessages(ctx, e.g.furl, stallers, 1<<20-64<<10)
+	testutil.WaitFor(t, "the stalled connections open", 20*time.Second, func() bool { return h.Open() >= stallers })
+	max := e.metric(t, "capstats_tub_max_buffered_bytes")
+	var peak int64
+	for ctx.Err() == nil {
+		peak = maxOf(peak, e.metric(t, "capstats_tub_buffered_bytes"))
+		time.Sleep(200 * time.Millisecond)
+	}
+	h.Wait()
+	check()
+	if peak > max/4+1<<20 {
+		t.Errorf("the gatherer buffered %d bytes at once, bound %d (a quarter from one address)", peak, max)
+	}
+	if peak < max/8 {
+		t.Errorf("the gatherer buffered at most %d bytes: the attack did not reach the budget", peak)
+	}
+	if w := e.metric(t, "capstats_tub_buffer_waits_total"); w < stallers/2 {
+		t.Errorf("%d connections waited for room, want most of %d", w, stallers)
+	}
+	if n := e.refusals(t, "message_timeout"); n < 1 || h.Closed.Load() < 1 {
+		t.Errorf("message_timeout counted %d, the attacker saw %d closed: a stalled message should close its connection after 20 s", n, h.Closed.Load())
+	}
+	t.Logf("opened %d, closed by the gatherer %d, failed %d; buffered at most %d MiB of %d; gatherer peak RSS %d MiB",
+		h.Opened.Load(), h.Closed.Load(), h.Failed.Load(), peak>>20, max>>20, e.g.peakRSS(t)>>20)
+	e.boundedMemory(t)
+	e.g.stop(t)
+}
+
+func maxOf(a, b int64) int64 {
+	if a > b {
+		return a
+	}
+	return b
 }
 
 // Attack 9: an identity whose tub ID shares its first 4 characters with a

@@ -1,18 +1,25 @@
 package attack
 
-// node.go holds the attacks of a furl holder (issue 14, attacks 4 to 9):
+// node.go holds the attacks of a furl holder (issue 14, attacks 4 to 9,
+// and stalled messages):
 // every node's basedir holds the gatherer's furl, so a furl holder is a
 // node, not an administrator. Each attacker is an identity of its own
 // that provides a scripted fakenode.Provider, dialling from Source.
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"net"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"capnproto.org/go/capnp/v3"
+	rpccp "capnproto.org/go/capnp/v3/std/capnp/rpc"
 
 	"capstats/capnp/statsrpc"
 	"capstats/capnp/tub"
@@ -130,4 +137,82 @@ func BigReply(size, nameLen int) fakenode.Answer {
 		names = fmt.Appendf(names, "%s%06d\x00", name, i)
 	}
 	return fakenode.Raw(names, n, func(i int, v statsrpc.Value) { v.SetInt(int64(i)) })
+}
+
+// StalledMessages keeps n connections that each fetch furl's object, which
+// lifts the listener's message limit, and then send the frame header of a
+// message of size bytes and all of it but its last byte, which never
+// comes. The first n connections all fetch before any of them sends its
+// message. A reader that allocated for a message when its header arrived
+// would hold size bytes for every such connection for as long as it is
+// open. A connection the listener closes is replaced by a new one.
+func (d Dialer) StalledMessages(ctx context.Context, furl tub.Furl, n, size int) *Holder {
+	cert, err := selfSigned()
+	h := &Holder{}
+	if err != nil {
+		h.Failed.Add(1)
+		return h
+	}
+	var started atomic.Int64
+	var ready sync.WaitGroup
+	ready.Add(n)
+	return d.hold(ctx, n, h, func(ctx context.Context) (net.Conn, error) {
+		first := started.Add(1) <= int64(n)
+		tc, err := d.handshake(ctx, furl.Hints[0], cert)
+		if err == nil {
+			if err = fetchObject(tc, furl.Swissnum); err != nil {
+				tc.Close()
+			}
+		}
+		if first {
+			ready.Done()
+			ready.Wait()
+		}
+		if err != nil {
+			return nil, err
+		}
+		msg := make([]byte, size-1)
+		binary.LittleEndian.PutUint32(msg[4:], uint32(size/8-1)) // one segment, after the 8-byte header
+		go tc.Write(msg)                                         // blocks while the listener does not read; ends when it closes
+		return tc, nil
+	})
+}
+
+// fetchObject fetches swissnum over tc by hand and waits for the answer,
+// after which the listener allows messages of its full size.
+func fetchObject(tc net.Conn, swissnum string) error {
+	frames, err := fetchFrames(0, 1, func() string { return swissnum })
+	if err != nil {
+		return err
+	}
+	if _, err := tc.Write(frames); err != nil {
+		return err
+	}
+	tc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	defer tc.SetReadDeadline(time.Time{})
+	dec := capnp.NewDecoder(tc)
+	for {
+		m, err := dec.Decode()
+		if err != nil {
+			return fmt.Errorf("waiting for the fetch's answer: %w", err)
+		}
+		rm, err := rpccp.ReadRootMessage(m)
+		if err != nil {
+			return err
+		}
+		if rm.Which() != rpccp.Message_Which_return {
+			continue
+		}
+		ret, err := rm.Return()
+		if err != nil {
+			return err
+		}
+		if ret.AnswerId() != 1 {
+			continue
+		}
+		if ret.Which() != rpccp.Return_Which_results {
+			return errors.New("fetch refused")
+		}
+		return nil
+	}
 }

@@ -79,9 +79,10 @@ func (d Dialer) handshake(ctx context.Context, addr string, cert tls.Certificate
 }
 
 // fetchFrames returns framed Cap'n Proto messages: a Bootstrap (question
-// 0) when first is 0, and Tub.fetch calls on it with wrong swiss numbers
-// as questions first+1 to first+n, none of them ever finished.
-func fetchFrames(first uint32, n int) ([]byte, error) {
+// 0) when first is 0, and Tub.fetch calls on it with the swiss numbers
+// swissnum returns as questions first+1 to first+n, none of them ever
+// finished.
+func fetchFrames(first uint32, n int, swissnum func() string) ([]byte, error) {
 	var out []byte
 	add := func(build func(m rpccp.Message, seg *capnp.Segment) error) error {
 		msg, seg, err := capnp.NewMessage(capnp.SingleSegment(nil))
@@ -134,7 +135,7 @@ func fetchFrames(first uint32, n int) ([]byte, error) {
 			if err != nil {
 				return err
 			}
-			if err := args.SetSwissnum(tub.NewSwissnum()); err != nil {
+			if err := args.SetSwissnum(swissnum()); err != nil {
 				return err
 			}
 			return params.SetContent(args.ToPtr())
@@ -183,7 +184,7 @@ func (d Dialer) PipelineFetches(ctx context.Context, addr string, conns, calls i
 			stop := context.AfterFunc(ctx, func() { tc.SetDeadline(time.Now()) })
 			defer stop()
 			for res[i].Sent < calls {
-				chunk, err := fetchFrames(uint32(res[i].Sent), batch)
+				chunk, err := fetchFrames(uint32(res[i].Sent), batch, tub.NewSwissnum)
 				if err != nil {
 					errs <- err
 					return
