@@ -3,6 +3,7 @@ package tub
 import (
 	"context"
 	"encoding/binary"
+	"fmt"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -189,25 +190,76 @@ func TestBufferedBytesSharedByAddress(t *testing.T) {
 	}
 }
 
+// stallFrame is the frame header of a one-segment message of words words
+// and the first part bytes of its body.
+func stallFrame(words uint32, part int) []byte {
+	b := make([]byte, 8+part)
+	binary.LittleEndian.PutUint32(b[4:], words)
+	return b
+}
+
 // A peer that sends a frame header and then trickles, or withholds, the
 // body is closed after MessageTimeout, and what its message took from the
 // budget is given back.
 func TestUnfinishedMessageTimesOut(t *testing.T) {
-	l, _, _ := listen(t, Options{MessageTimeout: 300 * time.Millisecond, FetchTimeout: time.Minute})
-	tc := tlsClient(t, l, "127.0.0.1")
-	var hdr [8]byte
-	binary.LittleEndian.PutUint32(hdr[4:], 256) // one segment of 2 KiB
-	if _, err := tc.Write(append(hdr[:], make([]byte, 100)...)); err != nil {
+	l, _, f := listen(t, Options{MessageTimeout: 300 * time.Millisecond, FetchTimeout: time.Minute})
+	tc, err := dialTLS(ctxT(t), l.Addr().String(), f.TubID, newID(t), Options{})
+	if err != nil {
 		t.Fatal(err)
 	}
-	waitUntil(t, "the message's size to be taken", 10*time.Second, func() bool { return l.Metrics().BufferedBytes == 8+2048 })
-	if !closedByServer(tc, 20*time.Second) {
+	defer tc.Close()
+	// Fetch by hand, so that what follows is read under the budget.
+	cd := newCodec(tc, DefaultMaxMessageSize)
+	conn := rpc.NewConn(newTransport(cd), nil)
+	boot := tubClient(conn.Bootstrap(ctxT(t)))
+	fut, rel := boot.Fetch(ctxT(t), func(p tubFetchParams) error { return p.SetSwissnum(f.Swissnum) })
+	if _, err := fut.Struct(); err != nil {
+		t.Fatal(err)
+	}
+	// Write a message's beginning under the RPC connection's feet.
+	if _, err := tc.Write(stallFrame(256, 100)); err != nil { // 2 KiB announced, 100 bytes sent
+		t.Fatal(err)
+	}
+	waitUntil(t, "the message's size to be taken", 10*time.Second, func() bool { return l.Metrics().BufferedBytes >= 8+2048 })
+	select {
+	case <-conn.Done():
+	case <-time.After(20 * time.Second):
 		t.Fatal("a peer that sent 100 bytes of a 2 KiB message is still connected")
 	}
+	rel()
+	boot.Release()
 	if got := l.Metrics().Refused(ReasonMessageTimeout); got != 1 {
 		t.Errorf("message_timeout = %d, want 1", got)
 	}
 	waitUntil(t, "the budget to be given back", 10*time.Second, func() bool { return l.Metrics().BufferedBytes == 0 })
+}
+
+// Before a fetch, messages do not take from the budget: peers without the
+// furl that stall messages, from many addresses, must not keep a node
+// waiting. They are bounded by PreAuthMessageSize and FetchTimeout.
+func TestStalledMessagesBeforeFetchTakeNothing(t *testing.T) {
+	l, _, f := listen(t, Options{MaxMessageSize: 16 << 10, MaxBufferedBytes: 16 << 10, MessageTimeout: time.Minute, FetchTimeout: time.Minute})
+	for i := range 24 {
+		tc := tlsClient(t, l, fmt.Sprintf("127.0.0.%d", 10+i%8))
+		if _, err := tc.Write(stallFrame(256, 2000)); err != nil { // 2 KiB announced, all but 56 bytes sent
+			t.Fatal(err)
+		}
+	}
+	waitUntil(t, "the stalled connections to be read", 10*time.Second, func() bool { return l.Metrics().Connections >= 24 })
+	time.Sleep(100 * time.Millisecond)
+	if b := l.Metrics().BufferedBytes; b != 0 {
+		t.Errorf("%d bytes of the budget taken by peers that have not fetched", b)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	conn, err := Dial(ctx, f, newID(t), capnp.Client{}, Options{})
+	if err != nil {
+		t.Fatalf("a node could not fetch while 24 peers stalled 48 KiB of messages against a 16 KiB budget: %v", err)
+	}
+	defer conn.Close()
+	if err := ping(ctx, conn.Object()); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // A frame header that announces more than the limit ends the connection

@@ -84,7 +84,11 @@ type codec struct {
 	// budget, on a listener's connection, is shared with all its other
 	// connections: Decode takes a message's size from it before the body
 	// is read (waiting, if it is spent, until readCtx ends), and the
-	// transport gives it back when the message is released.
+	// transport gives it back when the message is released. Only once the
+	// peer has fetched an object: before, its messages are bounded by the
+	// small pre-fetch limit and the fetch timeout, and letting them take
+	// from the budget would let a peer without the furl keep nodes waiting.
+	fetched bool
 	budget  *byteBudget
 	share   *semaphore.Weighted // the source address's part of budget
 	readCtx context.Context
@@ -180,7 +184,7 @@ func (c *codec) Decode() (*capnp.Message, error) {
 		}
 	}
 	if n := c.limit.Load(); n != 0 {
-		c.maxSize = n
+		c.maxSize, c.fetched = n, true
 	}
 	if c.budget != nil {
 		c.nc.SetReadDeadline(time.Now().Add(c.messageTimeout))
@@ -189,7 +193,7 @@ func (c *codec) Decode() (*capnp.Message, error) {
 	if err != nil {
 		return nil, c.fail(err)
 	}
-	if c.budget != nil {
+	if c.budget != nil && c.fetched {
 		if !c.budget.take(c.readCtx, c.share, int64(size), func() {
 			c.nc.SetReadDeadline(time.Now().Add(c.messageTimeout))
 		}) {
