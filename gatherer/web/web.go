@@ -329,32 +329,27 @@ func (h *Handler) WriteMetrics(e *openmetrics.Encoder) {
 // writeTubMetrics writes the listener's figures: what it holds now and
 // every connection it refused or dropped, by reason (tub.Reason*).
 func writeTubMetrics(e *openmetrics.Encoder, m tub.Metrics) {
-	none := openmetrics.LabelSet{}
-	if e.Family(MetricTubConnections, openmetrics.Gauge, "Connections to the gatherer's port that finished their TLS handshake, now.") {
-		e.Sample(none, stats.Int(m.Connections))
-	}
-	if e.Family(MetricTubPending, openmetrics.Gauge, "Connections accepted that have not finished their TLS handshake, now.") {
-		e.Sample(none, stats.Int(m.Pending))
-	}
-	if e.Family(MetricTubMaxConns, openmetrics.Gauge, "The bound on connections in force (lowered to keep file descriptors free).") {
-		e.Sample(none, stats.Int(m.MaxConns))
+	for _, f := range []struct {
+		name, help string
+		typ        openmetrics.Type
+		v          stats.Value
+	}{
+		{MetricTubConnections, "Connections to the gatherer's port that finished their TLS handshake, now.", openmetrics.Gauge, stats.Int(m.Connections)},
+		{MetricTubPending, "Connections accepted that have not finished their TLS handshake, now.", openmetrics.Gauge, stats.Int(m.Pending)},
+		{MetricTubMaxConns, "The bound on connections in force (lowered to keep file descriptors free).", openmetrics.Gauge, stats.Int(m.MaxConns)},
+		{MetricTubBuffered, "Bytes of messages from nodes that the gatherer holds now, over all connections.", openmetrics.Gauge, stats.Int(m.BufferedBytes)},
+		{MetricTubMaxBuffered, "The bound on those bytes: a connection is not read while its next message would pass it.", openmetrics.Gauge, stats.Int(m.MaxBufferedBytes)},
+		{MetricTubBufferWaits, "Messages whose connection was not read until there was room for them under the bound on buffered bytes.", openmetrics.Counter, stats.Int(m.BufferWaits)},
+		{MetricTubBufferWait, "Time those messages waited, in total.", openmetrics.Counter, stats.Float(m.BufferWaitTime.Seconds())},
+	} {
+		if e.Family(f.name, f.typ, f.help) {
+			e.Sample(openmetrics.LabelSet{}, f.v)
+		}
 	}
 	if e.Family(MetricTubRefusals, openmetrics.Counter, "Connections refused or closed by the gatherer's listener before or beyond what a node needs, by reason.") {
 		for _, r := range m.Refusals() {
 			e.Sample(openmetrics.NewLabelSet(openmetrics.Label{Name: "reason", Value: r.Reason}), stats.Int(r.Count))
 		}
-	}
-	if e.Family(MetricTubBuffered, openmetrics.Gauge, "Bytes of messages from nodes that the gatherer holds now, over all connections.") {
-		e.Sample(none, stats.Int(m.BufferedBytes))
-	}
-	if e.Family(MetricTubMaxBuffered, openmetrics.Gauge, "The bound on those bytes: a connection is not read while its next message would pass it.") {
-		e.Sample(none, stats.Int(m.MaxBufferedBytes))
-	}
-	if e.Family(MetricTubBufferWaits, openmetrics.Counter, "Messages whose connection was not read until there was room for them under the bound on buffered bytes.") {
-		e.Sample(none, stats.Int(m.BufferWaits))
-	}
-	if e.Family(MetricTubBufferWait, openmetrics.Counter, "Time those messages waited, in total.") {
-		e.Sample(none, stats.Float(m.BufferWaitTime.Seconds()))
 	}
 }
 
