@@ -22,6 +22,11 @@ type byteBudget struct {
 	max     int64
 	perAddr int64
 	used    atomic.Int64
+	epoch   time.Time
+	// waiting is how many messages wait for room in the whole budget (not
+	// in an address's share): while there are any, the listener closes
+	// connections whose message has been arriving longer than a grace.
+	waiting atomic.Int64
 	// waits counts messages that found the budget spent, and waited the
 	// time they waited in total.
 	waits  atomic.Int64
@@ -29,40 +34,52 @@ type byteBudget struct {
 }
 
 func newByteBudget(max, perAddr uint64) *byteBudget {
-	return &byteBudget{sem: semaphore.NewWeighted(int64(max)), max: int64(max), perAddr: int64(min(perAddr, max))}
+	return &byteBudget{sem: semaphore.NewWeighted(int64(max)), max: int64(max), perAddr: int64(min(perAddr, max)), epoch: time.Now()}
 }
 
 // newAddrShare returns the budget of one source address.
 func (b *byteBudget) newAddrShare() *semaphore.Weighted { return semaphore.NewWeighted(b.perAddr) }
 
 // take takes n bytes from the address's share and the budget, waiting for
-// room until ctx ends, and then calls waited if it had to wait. It reports
-// whether it took them; n must exceed neither.
-func (b *byteBudget) take(ctx context.Context, share *semaphore.Weighted, n int64, waited func()) bool {
+// room until ctx ends; it calls waiting before it waits. It reports whether
+// it took them; n must exceed neither.
+func (b *byteBudget) take(ctx context.Context, share *semaphore.Weighted, n int64, waiting func()) bool {
 	if share.TryAcquire(n) {
 		if b.sem.TryAcquire(n) {
 			b.used.Add(n)
 			return true
 		}
-	} else if !b.wait(ctx, share, n) {
-		return false
+		waiting()
+	} else {
+		waiting()
+		if !b.wait(ctx, share, n, nil) {
+			return false
+		}
 	}
-	if !b.sem.TryAcquire(n) && !b.wait(ctx, b.sem, n) {
+	if !b.sem.TryAcquire(n) && !b.wait(ctx, b.sem, n, &b.waiting) {
 		share.Release(n)
 		return false
 	}
 	b.used.Add(n)
-	waited()
 	return true
 }
 
-func (b *byteBudget) wait(ctx context.Context, sem *semaphore.Weighted, n int64) bool {
+// wait acquires n of sem, counted in waiters while it waits.
+func (b *byteBudget) wait(ctx context.Context, sem *semaphore.Weighted, n int64, waiters *atomic.Int64) bool {
 	b.waits.Add(1)
+	if waiters != nil {
+		waiters.Add(1)
+		defer waiters.Add(-1)
+	}
 	start := time.Now()
 	err := sem.Acquire(ctx, n)
 	b.waited.Add(int64(time.Since(start)))
 	return err == nil
 }
+
+// now is a monotonic clock for codec.reading: nanoseconds since the budget
+// was made, never zero.
+func (b *byteBudget) now() int64 { return int64(time.Since(b.epoch)) + 1 }
 
 // give gives back n bytes taken from share and the budget. A nil budget
 // gives back nothing.

@@ -198,40 +198,79 @@ func stallFrame(words uint32, part int) []byte {
 	return b
 }
 
-// A peer that sends a frame header and then trickles, or withholds, the
-// body is closed after MessageTimeout, and what its message took from the
-// budget is given back.
-func TestUnfinishedMessageTimesOut(t *testing.T) {
-	l, _, f := listen(t, Options{MessageTimeout: 300 * time.Millisecond, FetchTimeout: time.Minute})
-	tc, err := dialTLS(ctxT(t), l.Addr().String(), f.TubID, newID(t), Options{})
+// stalledPeer fetches f's object over its own RPC connection and then
+// writes, under that connection, the beginning of a message of words
+// words: part bytes of its body, and never the rest. It returns the RPC
+// connection, whose end shows the listener closed it.
+func stalledPeer(t *testing.T, l *Listener, f Furl, src string, words uint32, part int) *rpc.Conn {
+	t.Helper()
+	tc, err := dialTLS(ctxT(t), l.Addr().String(), f.TubID, newID(t), Options{LocalAddr: src})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer tc.Close()
-	// Fetch by hand, so that what follows is read under the budget.
-	cd := newCodec(tc, DefaultMaxMessageSize)
-	conn := rpc.NewConn(newTransport(cd), nil)
+	t.Cleanup(func() { tc.Close() })
+	conn := rpc.NewConn(newTransport(newCodec(tc, DefaultMaxMessageSize)), nil)
 	boot := tubClient(conn.Bootstrap(ctxT(t)))
 	fut, rel := boot.Fetch(ctxT(t), func(p tubFetchParams) error { return p.SetSwissnum(f.Swissnum) })
 	if _, err := fut.Struct(); err != nil {
 		t.Fatal(err)
 	}
-	// Write a message's beginning under the RPC connection's feet.
-	if _, err := tc.Write(stallFrame(256, 100)); err != nil { // 2 KiB announced, 100 bytes sent
+	// Released once the listener has closed the connection: until then the
+	// RPC connection writes nothing that would land in the stalled body.
+	t.Cleanup(func() { rel(); boot.Release() })
+	if _, err := tc.Write(stallFrame(words, part)); err != nil {
 		t.Fatal(err)
 	}
+	return conn
+}
+
+// A peer that sends a frame header and then trickles, or withholds, the
+// body is closed after MessageTimeout, and what its message took from the
+// budget is given back.
+func TestUnfinishedMessageTimesOut(t *testing.T) {
+	l, _, f := listen(t, Options{MessageTimeout: 300 * time.Millisecond, FetchTimeout: time.Minute})
+	conn := stalledPeer(t, l, f, "127.0.0.1", 256, 100) // 2 KiB announced, 100 bytes sent
 	waitUntil(t, "the message's size to be taken", 10*time.Second, func() bool { return l.Metrics().BufferedBytes >= 8+2048 })
 	select {
 	case <-conn.Done():
 	case <-time.After(20 * time.Second):
 		t.Fatal("a peer that sent 100 bytes of a 2 KiB message is still connected")
 	}
-	rel()
-	boot.Release()
 	if got := l.Metrics().Refused(ReasonMessageTimeout); got != 1 {
 		t.Errorf("message_timeout = %d, want 1", got)
 	}
 	waitUntil(t, "the budget to be given back", 10*time.Second, func() bool { return l.Metrics().BufferedBytes == 0 })
+}
+
+// While a node's reply waits for room, stalled messages that fill the
+// budget are closed after a quarter of MessageTimeout rather than all of
+// it, so that the node waits seconds, not the whole timeout.
+func TestStalledMessagesClosedWhenOthersWait(t *testing.T) {
+	const timeout = 8 * time.Second
+	l, _, f := listen(t, Options{MaxMessageSize: 256 << 10, MaxHeldBytes: 1 << 20, MaxBufferedBytes: 1 << 20, MaxBufferedBytesPerAddr: 1 << 20, MessageTimeout: timeout, FetchTimeout: time.Minute})
+	node := connectRepliers(t, l, f, "127.0.0.1", 1, 50)
+	var stalled []*rpc.Conn
+	for i := range 4 {
+		stalled = append(stalled, stalledPeer(t, l, f, fmt.Sprintf("127.0.0.%d", 20+i), 32<<10-16, 100<<10)) // just under 256 KiB each
+	}
+	waitUntil(t, "the stalled messages to fill the budget", 10*time.Second, func() bool { return l.Metrics().BufferedBytes > 1<<20-8<<10 })
+	start := time.Now()
+	arrived, release := poll(t, node)
+	defer release()
+	waitUntil(t, "the node's reply", 20*time.Second, func() bool { return arrived.Load() == 1 })
+	waited := time.Since(start)
+	m := l.Metrics()
+	if m.Refused(ReasonMessageStalled) < 1 || m.Refused(ReasonMessageTimeout) != 0 {
+		t.Errorf("message_stalled %d, message_timeout %d: the reply got in after %v, want stalled messages closed after a quarter of the %v timeout",
+			m.Refused(ReasonMessageStalled), m.Refused(ReasonMessageTimeout), waited, timeout)
+	}
+	for i, c := range stalled {
+		select {
+		case <-c.Done():
+		case <-time.After(20 * time.Second):
+			t.Errorf("stalled peer %d still connected", i)
+		}
+	}
 }
 
 // Before a fetch, messages do not take from the budget: peers without the

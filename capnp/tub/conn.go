@@ -11,7 +11,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -92,11 +91,13 @@ type codec struct {
 	budget  *byteBudget
 	share   *semaphore.Weighted // the source address's part of budget
 	readCtx context.Context
-	// taken is what the message Decode returned last took from budget.
-	taken int64
-	// messageTimeout bounds the time from a message's first byte to its
-	// last, with budget set, less any wait for the budget.
-	messageTimeout time.Duration
+	// taken is what the message being read, or the one Decode returned
+	// last, took from budget.
+	taken atomic.Int64
+	// reading is when the message being read began arriving (budget.now),
+	// not counting a wait for the budget; zero between messages. The
+	// listener's sweeper closes a connection whose message takes too long.
+	reading atomic.Int64
 
 	// held is a framed Finish message that waits to go out with the next
 	// message (see outgoingMessage.Send), or alone once it has waited
@@ -115,14 +116,9 @@ func newCodec(nc net.Conn, maxSize uint64) *codec {
 	return &codec{nc: nc, maxSize: maxSize, holdFor: heldFinishDelay}
 }
 
-// Errors that end a connection on what its peer sent.
-var (
-	// errMessageTooLarge: a frame header announced more than the limit.
-	errMessageTooLarge = errors.New("message too large")
-	// errMessageTimeout: the peer began a message and did not finish it
-	// within the message timeout.
-	errMessageTimeout = errors.New("peer took too long to send a message")
-)
+// errMessageTooLarge ends a connection whose peer announced a message
+// over the limit.
+var errMessageTooLarge = errors.New("message too large")
 
 // maxFrameSegmentID is the highest segment ID a frame may have, as in
 // go-capnp's own decoder.
@@ -187,26 +183,25 @@ func (c *codec) Decode() (*capnp.Message, error) {
 		c.maxSize, c.fetched = n, true
 	}
 	if c.budget != nil {
-		c.nc.SetReadDeadline(time.Now().Add(c.messageTimeout))
+		c.reading.Store(c.budget.now())
 	}
 	size, err := c.readHeader(c.maxSize)
 	if err != nil {
 		return nil, c.fail(err)
 	}
 	if c.budget != nil && c.fetched {
-		if !c.budget.take(c.readCtx, c.share, int64(size), func() {
-			c.nc.SetReadDeadline(time.Now().Add(c.messageTimeout))
-		}) {
+		if !c.budget.take(c.readCtx, c.share, int64(size), func() { c.reading.Store(0) }) {
 			return nil, c.fail(net.ErrClosed)
 		}
-		c.taken = int64(size)
+		c.taken.Store(int64(size))
+		c.reading.Store(c.budget.now())
 	}
 	buf := make([]byte, size)
 	n := copy(buf, c.ahead)
 	c.ahead = nil
 	_, err = io.ReadFull(c.nc, buf[n:])
 	if c.budget != nil {
-		c.nc.SetReadDeadline(time.Time{})
+		c.reading.Store(0)
 	}
 	if err != nil {
 		return nil, c.fail(err)
@@ -222,21 +217,15 @@ func (c *codec) Decode() (*capnp.Message, error) {
 // fail records why reading stopped, and gives back what the message took
 // from the budget.
 func (c *codec) fail(err error) error {
+	c.reading.Store(0)
 	c.budget.give(c.share, c.takeTaken())
-	if errors.Is(err, os.ErrDeadlineExceeded) {
-		err = errMessageTimeout
-	}
 	c.readErr.CompareAndSwap(nil, &err)
 	return err
 }
 
 // takeTaken hands over what the message Decode returned last took from the
 // budget; the transport's reader calls it right after Decode.
-func (c *codec) takeTaken() int64 {
-	n := c.taken
-	c.taken = 0
-	return n
-}
+func (c *codec) takeTaken() int64 { return c.taken.Swap(0) }
 
 // heldFinishDelay is how long a held Finish waits for the next message
 // before it is written alone, so that an idle connection does not keep the

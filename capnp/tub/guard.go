@@ -19,7 +19,7 @@ var (
 // the guard ended. The listener has counted it and warned, rate-limited;
 // go-capnp would warn once per connection, as often as an attacker likes.
 var guardEnded = []string{
-	errTooManyCalls.Error(), errTooMuchHeld.Error(), errSendBacklog.Error(), errMessageTimeout.Error(), errMessageTooLarge.Error(),
+	errTooManyCalls.Error(), errTooMuchHeld.Error(), errSendBacklog.Error(), errMessageTooLarge.Error(),
 }
 
 // guardTransport bounds what one peer can make this side hold: calls it has
@@ -55,11 +55,8 @@ func (g *guardTransport) RecvMessage() (transport.IncomingMessage, error) {
 	taken := g.cd.takeTaken()
 	if err != nil {
 		g.cd.budget.give(g.cd.share, taken)
-		switch {
-		case errors.Is(err, errMessageTooLarge):
+		if errors.Is(err, errMessageTooLarge) {
 			g.fail(ReasonMessageSize, err)
-		case errors.Is(err, errMessageTimeout):
-			g.fail(ReasonMessageTimeout, err)
 		}
 		return in, err
 	}

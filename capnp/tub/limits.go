@@ -28,6 +28,7 @@ const (
 	ReasonSendBacklog      = "send_backlog"       // peer stopped reading what it is sent
 	ReasonMessageSize      = "message_size"       // a message over MaxMessageSize (PreAuthMessageSize before a fetch)
 	ReasonMessageTimeout   = "message_timeout"    // a message begun and not finished within MessageTimeout
+	ReasonMessageStalled   = "message_stalled"    // a message arriving for a quarter of MessageTimeout while others waited for room
 )
 
 // reasons is every reason, in the order Metrics.Refusals lists them.
@@ -35,6 +36,7 @@ var reasons = [...]string{
 	ReasonMaxConns, ReasonDescriptors, ReasonMaxConnsPerAddr, ReasonPendingDropped,
 	ReasonHandshakeTimeout, ReasonHandshakeFailed, ReasonFetchTimeout, ReasonUnknownSwissnum,
 	ReasonCallsInFlight, ReasonHeldBytes, ReasonSendBacklog, ReasonMessageSize, ReasonMessageTimeout,
+	ReasonMessageStalled,
 }
 
 func reasonIndex(r string) int {

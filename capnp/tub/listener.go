@@ -80,13 +80,14 @@ type Listener struct {
 
 	mu       sync.RWMutex
 	exported map[[32]byte]export
-	conns    map[*rpc.Conn]struct{}
+	conns    map[*rpc.Conn]*Peer
 	closed   bool
 
 	tlsConf     *tls.Config
 	boot        tubrpc.Tub // one restorer for every connection
 	gate        *gate
 	budget      *byteBudget
+	stop        chan struct{} // closed by Close
 	wg          sync.WaitGroup
 	guesses     atomic.Int64
 	lastWarn    atomic.Int64
@@ -110,14 +111,16 @@ func Listen(addr string, id *Identity, opts Options) (*Listener, error) {
 		id:       id,
 		opts:     opts,
 		exported: make(map[[32]byte]export),
-		conns:    make(map[*rpc.Conn]struct{}),
+		conns:    make(map[*rpc.Conn]*Peer),
+		stop:     make(chan struct{}),
 		gate:     newGate(opts, softFileLimit()),
 		budget:   newByteBudget(opts.maxBufferedBytes(), opts.maxBufferedBytesPerAddr()),
 	}
 	l.tlsConf = l.serverTLS()
 	l.boot = tubrpc.Tub_ServerToClient(&restorer{l: l})
-	l.wg.Add(1)
+	l.wg.Add(2)
 	go l.acceptLoop()
+	go l.sweep()
 	return l, nil
 }
 
@@ -194,6 +197,7 @@ func (l *Listener) Close() error {
 		return nil
 	}
 	l.closed = true
+	close(l.stop)
 	err := l.ln.Close()
 	conns := make([]*rpc.Conn, 0, len(l.conns))
 	for c := range l.conns {
@@ -308,7 +312,6 @@ func (l *Listener) serve(p *pending) {
 	}
 	peer.codec.budget, peer.codec.readCtx = l.budget, readCtx
 	peer.codec.share = l.gate.addrShare(p.addr, l.budget)
-	peer.codec.messageTimeout = l.opts.messageTimeout()
 	peer.ctx, peer.cancel = context.WithCancel(context.Background())
 	peerCtx := context.WithValue(context.Background(), peerKey{}, peer)
 	// A peer that has not fetched an object by now is not a node.
@@ -358,9 +361,52 @@ func (l *Listener) serve(p *pending) {
 		Logger:          rpcLogger{log},
 		BaseContext:     func() context.Context { return peerCtx },
 	})
-	l.conns[conn] = struct{}{}
+	l.conns[conn] = peer
 	l.mu.Unlock()
 	log.Debug("connection", "peer", peer.TubID, "remote", peer.RemoteAddr.String())
+}
+
+// sweep closes, every so often, the connections whose message has been
+// arriving longer than MessageTimeout, and while messages wait for room in
+// the budget, those whose message has been arriving longer than a quarter
+// of it: a stalled body holds its size of the budget, and the nodes
+// waiting behind it should not wait out the whole timeout.
+func (l *Listener) sweep() {
+	defer l.wg.Done()
+	timeout := int64(l.opts.messageTimeout())
+	grace := timeout / 4
+	tick := time.NewTicker(time.Duration(min(int64(time.Second), grace)))
+	defer tick.Stop()
+	type late struct {
+		peer   *Peer
+		reason string
+	}
+	var doomed []late
+	for {
+		select {
+		case <-l.stop:
+			return
+		case <-tick.C:
+		}
+		now, pressed := l.budget.now(), l.budget.waiting.Load() > 0
+		l.mu.RLock()
+		for _, p := range l.conns {
+			since := p.codec.reading.Load()
+			switch {
+			case since == 0:
+			case now-since > timeout:
+				doomed = append(doomed, late{p, ReasonMessageTimeout})
+			case pressed && now-since > grace && p.codec.taken.Load() > 0:
+				doomed = append(doomed, late{p, ReasonMessageStalled})
+			}
+		}
+		l.mu.RUnlock()
+		for _, c := range doomed {
+			l.refuse(c.reason, c.peer.RemoteAddr, "peer", c.peer.TubID)
+			c.peer.raw.Close()
+		}
+		doomed = doomed[:0]
+	}
 }
 
 // closeNotifier is a connection that says when it is closed, whoever

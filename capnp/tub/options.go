@@ -82,7 +82,7 @@ type Options struct {
 	// its frame header has arrived, before its body is read; while there is
 	// no room, that connection is not read, and TCP holds its peer back.
 	// Messages are served in the order their headers arrived. Default
-	// 32 MiB, and never less than MaxMessageSize.
+	// 16 MiB, and never less than MaxMessageSize.
 	MaxBufferedBytes uint64
 	// MaxBufferedBytesPerAddr is the part of MaxBufferedBytes that the
 	// connections from one source address may hold, so that one host
@@ -93,7 +93,9 @@ type Options struct {
 	// arrived whole this long after, not counting a wait for
 	// MaxBufferedBytes, or the connection is closed. A peer that announces
 	// a large message and trickles its body would hold its size of the
-	// budget meanwhile. Default 20s (1 MiB at 50 KB/s).
+	// budget meanwhile; while other messages wait for room, a quarter of
+	// it is allowed. Checked every second, or every quarter when shorter.
+	// Default 20s (1 MiB at 50 KB/s).
 	MessageTimeout time.Duration
 }
 
@@ -144,7 +146,7 @@ func (o Options) preAuthMessageSize() uint64 {
 }
 func (o Options) maxCallsInFlight() int { return orDefault(o.MaxCallsInFlight, 256) }
 func (o Options) maxBufferedBytes() uint64 {
-	return max(orDefault(o.MaxBufferedBytes, 32<<20), o.maxMessageSize())
+	return max(orDefault(o.MaxBufferedBytes, 16<<20), o.maxMessageSize())
 }
 func (o Options) maxBufferedBytesPerAddr() uint64 {
 	return max(orDefault(o.MaxBufferedBytesPerAddr, o.maxBufferedBytes()/4), o.maxMessageSize())

@@ -52,7 +52,7 @@ func TestMetricsShowTubRefusals(t *testing.T) {
 		"capstats_tub_connections 0\n",
 		"capstats_tub_max_connections 1\n",
 		"capstats_tub_buffered_bytes 0\n",
-		"capstats_tub_max_buffered_bytes 33554432\n",
+		"capstats_tub_max_buffered_bytes 16777216\n",
 		"capstats_tub_buffer_waits_total 0\n",
 		"capstats_tub_buffer_wait_seconds_total 0\n",
 	} {
