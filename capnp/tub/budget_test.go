@@ -35,16 +35,7 @@ func connectRepliers(t *testing.T, l *Listener, f Furl, src string, n, entries i
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { conn.Close() })
-		var server *rpc.Conn
-		waitUntil(t, "the server side of a new connection", 10*time.Second, func() bool {
-			for c := range serverConns(l) {
-				if _, old := before[c]; !old {
-					server = c
-				}
-			}
-			return server != nil
-		})
-		prov := statsrpc.Provider(server.Bootstrap(ctxT(t)))
+		prov := statsrpc.Provider(newServerConn(t, l, before).Bootstrap(ctxT(t)))
 		t.Cleanup(prov.Release)
 		// Its answer is held as long as prov: let it arrive first.
 		if err := ping(ctxT(t), capnp.Client(prov)); err != nil {
@@ -55,6 +46,23 @@ func connectRepliers(t *testing.T, l *Listener, f Furl, src string, n, entries i
 	return out
 }
 
+// newServerConn waits for the listener's side of a connection that is not
+// among before, and returns it.
+func newServerConn(t *testing.T, l *Listener, before map[*rpc.Conn]struct{}) *rpc.Conn {
+	t.Helper()
+	var server *rpc.Conn
+	waitUntil(t, "the server side of a new connection", 10*time.Second, func() bool {
+		for c := range serverConns(l) {
+			if _, old := before[c]; !old {
+				server = c
+			}
+		}
+		return server != nil
+	})
+	return server
+}
+
+// serverConns returns the listener's sides of its connections now.
 func serverConns(l *Listener) map[*rpc.Conn]struct{} {
 	l.mu.RLock()
 	defer l.mu.RUnlock()

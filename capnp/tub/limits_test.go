@@ -362,15 +362,7 @@ func TestHeldBytesBounded(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	var server *rpc.Conn
-	waitUntil(t, "the server side", 10*time.Second, func() bool {
-		l.mu.RLock()
-		defer l.mu.RUnlock()
-		for c := range l.conns {
-			server = c
-		}
-		return server != nil
-	})
+	server := newServerConn(t, l, nil)
 	ctx := ctxT(t)
 	prov := statsrpc.Provider(server.Bootstrap(ctx))
 	defer prov.Release()
@@ -507,15 +499,7 @@ func TestSendBacklogBounded(t *testing.T) {
 	}
 	defer conn.Close()
 	close(pc.paused)
-	var server *rpc.Conn
-	waitUntil(t, "the server side", 10*time.Second, func() bool {
-		l.mu.RLock()
-		defer l.mu.RUnlock()
-		for c := range l.conns {
-			server = c
-		}
-		return server != nil
-	})
+	server := newServerConn(t, l, nil)
 	ctx := ctxT(t)
 	prov := statsrpc.Provider(server.Bootstrap(ctx))
 	defer prov.Release()
