@@ -106,13 +106,12 @@ type guardedIn struct {
 }
 
 func (m *guardedIn) Release() {
-	if m.released.CompareAndSwap(false, true) {
-		m.g.held.Add(-m.size)
-		m.IncomingMessage.Release()
-		m.g.cd.budget.give(m.g.cd.share, m.taken)
-		return
-	}
+	first := m.released.CompareAndSwap(false, true)
 	m.IncomingMessage.Release()
+	if first {
+		m.g.held.Add(-m.size)
+		m.g.cd.budget.give(m.g.cd.share, m.taken)
+	}
 }
 
 // guardedOut counts as queued until it is released, which the RPC system
