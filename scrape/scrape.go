@@ -143,12 +143,14 @@ func New(rawURL string, opts Options) (*Target, error) {
 	}
 	c := opts.Client
 	if c == nil {
+		// No ResponseHeaderTimeout: the context of each scrape bounds it
+		// all, and a second timer of the same length made a target that
+		// hangs fail with either of two errors, logged at each change.
 		c = &http.Client{Transport: &http.Transport{
-			Proxy:                 nil, // a sidecar talks to its neighbour, never through a proxy
-			MaxIdleConns:          2,
-			IdleConnTimeout:       90 * time.Second,
-			ResponseHeaderTimeout: opts.Timeout,
-			DisableCompression:    false,
+			Proxy:              nil, // a sidecar talks to its neighbour, never through a proxy
+			MaxIdleConns:       2,
+			IdleConnTimeout:    90 * time.Second,
+			DisableCompression: false,
 		}}
 	}
 	return &Target{url: u.String(), opts: opts, client: c, log: opts.Logger.With("scrape", u.Redacted())}, nil
